@@ -1,0 +1,13 @@
+"""kangaroo: the Kangaroo long-context video-language model, end to end.
+
+Subpackages, one per stage of the system:
+  video   probe, decode, sample and preprocess videos
+  synth   synthetic videos with a ground-truth event timeline, and QA built from it
+  model   the Kangaroo architecture, weights I/O, chat and generation
+  data    the curation system
+  train   the curriculum trainer
+  eval    benchmarks and the evaluation harness
+  serve   the OpenAI-compatible server and web chat page
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,35 @@
+"""``kangaroo bench NAME``: benchmarks that measure a ratio against a baseline in the same run.
+
+Each benchmark registers a runner (returns a JSON-able report) and a formatter (a
+markdown table for humans). ``--json`` prints the report instead of the table.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .registry import Registry
+
+BENCHMARKS: Registry = Registry("benchmark")
+
+
+@BENCHMARKS.register("decode")
+def _decode(args) -> tuple[dict, str]:
+    from .video.bench import bench_decode, format_decode
+
+    report = bench_decode(workdir=args.workdir, quick=args.quick, repeats=args.repeats, progress=not args.json)
+    return report, format_decode(report)
+
+
+def add_bench_args(p) -> None:
+    p.add_argument("name", choices=BENCHMARKS.names())
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--quick", action="store_true", help="a smaller run (for smoke tests)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workdir", default=".bench", help="where generated inputs are cached")
+
+
+def run_bench(args) -> int:
+    report, table = BENCHMARKS.get(args.name)(args)
+    print(json.dumps(report, indent=2) if args.json else table)
+    return 0

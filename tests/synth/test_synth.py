@@ -1,0 +1,86 @@
+import json
+
+import numpy as np
+import pytest
+
+from kangaroo.synth import FAMILIES, SynthConfig, generate_dataset, make_timeline, questions, render_frame
+from kangaroo.synth.timeline import COLORS
+from kangaroo.video import load_video, probe
+
+
+def test_deterministic():
+    cfg = SynthConfig(needle=True, scene_cuts=2)
+    a, b = make_timeline(cfg, 5), make_timeline(cfg, 5)
+    assert a.to_dict() == b.to_dict()
+    assert np.array_equal(render_frame(a, 3.3), render_frame(b, 3.3))
+    assert make_timeline(cfg, 6).to_dict() != a.to_dict()
+    assert questions(a, 5) == questions(b, 5)
+
+
+def test_families_registered():
+    assert {"caption", "appear_at", "order", "count", "needle", "when"} <= set(FAMILIES.names())
+
+
+def test_dataset_files(synth_dir):
+    m = json.loads((synth_dir / "manifest.json").read_text())
+    assert m["counts"]["videos"] == 3
+    mc = json.loads((synth_dir / "mcqa.json").read_text())
+    for q in mc:
+        assert q["candidates"][q["answer_index"]] == q["answer"]
+        assert len(set(q["candidates"])) == len(q["candidates"])
+        assert (synth_dir / q["video"]).exists()
+    conv = json.loads((synth_dir / "conversations.json").read_text())
+    assert conv[0]["conversations"][0]["value"].startswith("<video>\n")
+    assert [t["from"] for t in conv[0]["conversations"][:2]] == ["human", "gpt"]
+    for v in json.loads((synth_dir / "timelines.json").read_text()):
+        info = probe(synth_dir / v["video"])
+        assert info.codec == "h264"
+        assert abs(info.duration - v["config"]["duration"]) < 0.2
+
+
+def _colour_present(frame, name, tol=40):
+    rgb = np.array(COLORS[name])
+    return (np.abs(frame.astype(int) - rgb).sum(-1) < tol).mean() > 0.005
+
+
+def test_answers_match_pixels(synth_dir):
+    """Decode the frames the 'appear_at' and 'needle' answers point to: their colour is on screen."""
+    mc = json.loads((synth_dir / "mcqa.json").read_text())
+    checked = 0
+    for q in mc:
+        if q["family"] == "appear_at":
+            t, colour = q["time"], q["answer"].split()[0]
+        elif q["family"] == "needle":
+            t, colour = sum(q["evidence"]) / 2, q["answer"].split()[1]
+        else:
+            continue
+        from kangaroo.video import SamplingConfig
+
+        f = load_video(synth_dir / q["video"], SamplingConfig(num_frames=1, start=t - 0.01, end=t + 0.01))
+        assert _colour_present(f.frames[0], colour), q
+        checked += 1
+    assert checked >= 3
+
+
+def test_static_and_text_videos(tmp_path):
+    from kangaroo.synth import write_video
+    from kangaroo.video import SamplingConfig
+
+    tl = make_timeline(SynthConfig(static=True, duration=3, text="HELLO 123"), 1)
+    p = write_video(tl, tmp_path / "s.mp4")
+    f = load_video(p, SamplingConfig(num_frames=3))
+    assert np.abs(f.frames[0].astype(int) - f.frames[2].astype(int)).mean() < 1.0  # motionless
+    assert not questions(tl, 1, ["count", "when", "order"])
+
+
+def test_needle_depth():
+    tl = make_timeline(SynthConfig(duration=100, needle=True, needle_depth=0.25, needle_seconds=1.0), 3)
+    n = [o for o in tl.objects if o.needle][0]
+    assert n.t_in == pytest.approx(24.5) and n.t_out == pytest.approx(25.5)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError):
+        SynthConfig(width=31)
+    with pytest.raises(ValueError):
+        generate_dataset("/tmp/never", 0, 1, 2)
