@@ -141,7 +141,7 @@ def make_timeline(cfg: SynthConfig, seed: int) -> Timeline:
         k = 0
         while left > 0:
             n = int(rng.integers(1, min(cfg.repeat_max, left) + 1)) if k == 0 else 1
-            counts.append((names[order[k]], n))
+            counts.append((names[order[k % len(order)]], n))
             left -= n
             k += 1
         slots = [pair for pair, n in counts for _ in range(n)]

@@ -1,0 +1,137 @@
+"""Kangaroo configuration (SPEC section 1).
+
+``KangarooConfig`` is a transformers config (itself a dataclass in transformers 5) so
+that the model saves as an HF-style folder and loads through the Auto classes.
+``VisionConfig`` describes our EVA02 tower; the LLM is any ``LlamaConfig``. The
+default is the full 8B model: EVA02-CLIP-L/14 at 448 px + Llama-3-8B-Instruct.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, LlamaConfig
+from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+
+
+@dataclass
+class VisionConfig:
+    """EVA02-CLIP-L/14 by default: patch 14, 24 blocks, width 1024, 16 heads, SwiGLU + sub-LN."""
+
+    image_size: int = 448
+    patch_size: int = 14
+    width: int = 1024
+    depth: int = 24
+    heads: int = 16
+    mlp_hidden: int = 2730  # SwiGLU hidden size (mlp_ratio 8/3 in EVA02-L: 1024 * 8/3)
+    rope_pretrain_grid: int = 16  # 2-D RoPE interpolated from this grid (EVA02's pt_seq_len)
+    rope_theta: float = 10000.0
+    layer_norm_eps: float = 1e-6
+    use_cls: bool = True  # cls token kept inside the tower, dropped from the features
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "VisionConfig":
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown vision config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def llama3_8b_instruct() -> dict:
+    return dict(
+        model_type="llama", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+        intermediate_size=14336, vocab_size=128256, rope_theta=500000.0, max_position_embeddings=8192,
+        rms_norm_eps=1e-5, bos_token_id=128000, eos_token_id=[128001, 128009], tie_word_embeddings=False,
+    )
+
+
+TPE_TYPES = ("sincos", "index", "learned", "none")
+
+
+@strict
+class KangarooConfig(PreTrainedConfig):
+    model_type = "kangaroo"
+    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+
+    vision_config: dict | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    tpe: str = "sincos"  # sincos: sin-cos of seconds; index: of the frame index; learned; none
+    tpe_scale: float = 1.0  # sincos: positions are seconds * tpe_scale
+    tpe_max_seconds: int = 3600  # learned: table size (seconds, linearly interpolated)
+    patchify_kernel: list[int] | None = None  # (t, h, w); default (2, 2, 2)
+    projector_type: str = "mlp2x_gelu"
+    frame_chunk: int = 16  # frames encoded at once by the vision tower
+    markers: list[str] | None = None  # names of the learned marker embeddings, in order
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.text_config is None:
+            self.text_config = llama3_8b_instruct()
+        if self.vision_config is None:
+            self.vision_config = dataclasses.asdict(VisionConfig())
+        if self.patchify_kernel is None:
+            self.patchify_kernel = [2, 2, 2]
+        if self.markers is None:
+            self.markers = ["<vi_start>", "<eof>", "<eov>", "<vi_end>"]
+        super().__post_init__(**kwargs)
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        self.validate_kangaroo()
+
+    def validate_kangaroo(self) -> None:
+        if self.tpe not in TPE_TYPES:
+            raise ValueError(f"tpe must be one of {TPE_TYPES}, got {self.tpe!r}")
+        if self.projector_type != "mlp2x_gelu":
+            raise ValueError(f"projector_type must be 'mlp2x_gelu', got {self.projector_type!r}")
+        if len(self.patchify_kernel) != 3 or min(self.patchify_kernel) < 1:
+            raise ValueError(f"patchify_kernel must be three positive ints, got {self.patchify_kernel}")
+        if self.frame_chunk < 1:
+            raise ValueError("frame_chunk must be >= 1")
+        if list(self.markers) != ["<vi_start>", "<eof>", "<eov>", "<vi_end>"]:
+            raise ValueError("markers must be ['<vi_start>', '<eof>', '<eov>', '<vi_end>']")
+        VisionConfig.from_dict(self.vision_config)
+
+    @property
+    def vision(self) -> VisionConfig:
+        return VisionConfig.from_dict(self.vision_config)
+
+    def tokens_per_slot(self, height: int, width: int) -> int:
+        """Visual tokens for one temporal slot of frames of height x width pixels."""
+        v = self.vision
+        _, kh, kw = self.patchify_kernel
+        gh, gw = height // v.patch_size, width // v.patch_size
+        return -(-gh // kh) * -(-gw // kw)
+
+    def num_visual_tokens(self, frames: int, height: int, width: int) -> int:
+        """Embedding positions one video takes, markers included."""
+        kt = self.patchify_kernel[0]
+        slots = -(-frames // kt)
+        return slots * self.tokens_per_slot(height, width) + slots + 2  # <eof>/<eov> per slot, start, end
+
+
+AutoConfig.register("kangaroo", KangarooConfig)
+
+
+def kangaroo_8b_config() -> KangarooConfig:
+    """The paper's model: EVA02-CLIP-L/14 at 448 px and Llama-3-8B-Instruct (~8.35B parameters)."""
+    return KangarooConfig()
+
+
+def tiny_config(llm_hidden: int = 64, vocab: int = 256, image_size: int = 56, **kw) -> KangarooConfig:
+    """A few-MB configuration for tests."""
+    vision = dataclasses.asdict(VisionConfig(image_size=image_size, patch_size=14, width=32, depth=2, heads=4,
+                                             mlp_hidden=64, rope_pretrain_grid=2))
+    text = dict(model_type="llama", hidden_size=llm_hidden, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, intermediate_size=2 * llm_hidden, vocab_size=vocab, max_position_embeddings=4096,
+                rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    return KangarooConfig(vision_config=vision, text_config=text, **kw)
+
+
+__all__ = ["KangarooConfig", "VisionConfig", "LlamaConfig", "kangaroo_8b_config", "tiny_config", "TPE_TYPES"]

@@ -1,0 +1,207 @@
+"""The Kangaroo model: EVA02 tower -> + TPE -> 3-D patchify -> projector -> Llama.
+
+Data flow for one video (shapes for the 8B default at 448 px, 64 frames):
+
+    pixels     [T=64, 3, 448, 448]
+    tower      [64, 32, 32, 1024]      per chunk of ``frame_chunk`` frames
+    + TPE      [64, 1, 1, 1024]        from each frame's timestamp in seconds
+    patchify   [32, 16, 16, 1024]      3-D depthwise conv, kernel = stride = (2, 2, 2)
+    projector  [32, 256, 4096]         mlp2x_gelu
+    block      [32*256 + 32 + 2, 4096] <vi_start> G1 <eof> ... Gn <eov> <vi_end>
+
+The LLM is transformers' ``LlamaForCausalLM``, reused as is. Sequences are token-id
+tensors in which a negative id ``-(k+1)`` stands for row ``k`` of the batch's visual
+rows (video blocks concatenated in order): the embedding step swaps them in. Marker
+embeddings are learned vectors outside the vocabulary, so no text can produce them.
+
+Packing: ``segment_ids`` [B, L] (0 = padding, 1.. = sample) build a block-diagonal
+causal mask and position ids that restart per sample, so a packed row computes
+exactly what its samples compute alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaForCausalLM, PreTrainedModel
+
+from .config import KangarooConfig
+from .patchify import SpatialTemporalPatchify
+from .projector import build_projector
+from .temporal import TemporalEmbedding
+from .vision import EVAVisionTower
+
+IGNORE = -100
+VI_START, EOF, EOV, VI_END = range(4)  # rows of ``markers``
+
+
+class KangarooForConditionalGeneration(PreTrainedModel):
+    config_class = KangarooConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["Block", "LlamaDecoderLayer"]
+
+    def __init__(self, config: KangarooConfig):
+        super().__init__(config)
+        v = config.vision
+        d = config.text_config.hidden_size
+        self.vision_tower = EVAVisionTower(v)
+        self.temporal_embed = TemporalEmbedding(config.tpe, v.width, config.tpe_scale, config.tpe_max_seconds)
+        self.patchify = SpatialTemporalPatchify(v.width, tuple(config.patchify_kernel))
+        self.mm_projector = build_projector(config.projector_type, v.width, d)
+        self.markers = nn.Parameter(torch.zeros(4, d))
+        self.language_model = LlamaForCausalLM(config.text_config)
+        if config.tie_word_embeddings:
+            self._tied_weights_keys = {"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"}
+        self.post_init()
+
+    # ---- weights -------------------------------------------------------------------------
+    def _init_weights(self, module):
+        if module is self.vision_tower:
+            module.init_weights()
+        elif isinstance(module, SpatialTemporalPatchify):
+            module.reset_parameters()
+        elif module is self.mm_projector:
+            for m in module:
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=0.02)
+                    nn.init.zeros_(m.bias)
+        elif module is self:
+            nn.init.normal_(self.markers, std=0.02)
+        elif isinstance(module, nn.Embedding) and module.weight.device.type != "meta":
+            if getattr(self.temporal_embed, "table", None) is module:
+                nn.init.normal_(module.weight, std=0.02)
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.language_model.get_output_embeddings()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        self.vision_tower.gradient_checkpointing = True
+        self.language_model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs or {"use_reentrant": False})
+
+    # ---- video -> embeddings -------------------------------------------------------------
+    def encode_video(self, pixels: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+        """pixels [T, 3, H, W], timestamps [T] seconds -> [slots, tokens_per_slot, d].
+
+        Frames go through the tower in chunks (a multiple of the temporal kernel), each
+        chunk patchified and projected at once, so memory holds one chunk's features.
+        """
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"pixels must be [T, 3, H, W], got {tuple(pixels.shape)}")
+        if timestamps.shape != (pixels.shape[0],):
+            raise ValueError(f"need one timestamp per frame: {tuple(timestamps.shape)} vs {pixels.shape[0]} frames")
+        kt = self.patchify.kernel[0]
+        chunk = max(kt, self.config.frame_chunk // kt * kt)
+        dtype = self.vision_tower.patch_embed.proj.weight.dtype
+        out = []
+        for s in range(0, pixels.shape[0], chunk):
+            px, ts = pixels[s : s + chunk].to(dtype), timestamps[s : s + chunk]
+            feats = self.vision_tower(px)  # [t, gh, gw, C]
+            tpe = self.temporal_embed(ts.to(feats.device))
+            if tpe is not None:
+                if self.config.tpe == "index":  # index of the frame in the whole video
+                    tpe = self.temporal_embed(torch.arange(s, s + len(ts), device=feats.device).float())
+                feats = feats + tpe.to(feats.dtype)[:, None, None, :]
+            x = self.patchify(feats)  # [t', h', w', C]
+            out.append(self.mm_projector(x.flatten(1, 2)))  # [t', h'*w', d]
+        return torch.cat(out, dim=0)
+
+    def video_block(self, slots: torch.Tensor) -> torch.Tensor:
+        """[S, P, d] -> [S*P + S + 2, d]: <vi_start> G1 <eof> ... Gn <eov> <vi_end>."""
+        S, P, d = slots.shape
+        m = self.markers.to(slots.dtype)
+        sep = m[EOF].expand(S, 1, d).clone()
+        sep[-1, 0] = m[EOV]
+        body = torch.cat([slots, sep], dim=1).reshape(S * (P + 1), d)
+        return torch.cat([m[VI_START][None], body, m[VI_END][None]], dim=0)
+
+    def visual_rows(self, videos: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor | None:
+        """[(pixels, timestamps), ...] -> all video blocks concatenated [N, d]."""
+        if not videos:
+            return None
+        return torch.cat([self.video_block(self.encode_video(p, t)) for p, t in videos], dim=0)
+
+    # ---- sequences -----------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
+        """input_ids [B, L] (negative = visual row) -> [B, L, d]."""
+        emb = self.get_input_embeddings()
+        is_vis = input_ids < 0
+        x = emb(input_ids.clamp(min=0))
+        if is_vis.any():
+            if visual is None:
+                raise ValueError("input_ids reference visual rows but no video was given")
+            rows = (-input_ids[is_vis] - 1).long()
+            if rows.max() >= visual.shape[0]:
+                raise ValueError(f"visual row {int(rows.max())} out of range ({visual.shape[0]} rows)")
+            x = x.masked_scatter(is_vis[..., None], visual[rows].to(x.dtype))
+        return x
+
+    @staticmethod
+    def packing_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """segment_ids [B, L] -> (additive 4-D mask [B, 1, L, L], position_ids [B, L]).
+
+        Position ids restart at 0 for each sample; attention stays inside a sample and is
+        causal; padding (segment 0) attends only to itself so no row is empty.
+        """
+        B, L = segment_ids.shape
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]
+        causal = torch.ones(L, L, dtype=torch.bool, device=segment_ids.device).tril()
+        allowed = same & causal & (segment_ids[:, None, :] > 0)
+        allowed |= torch.eye(L, dtype=torch.bool, device=segment_ids.device)
+        mask = torch.zeros(B, 1, L, L, dtype=dtype, device=segment_ids.device)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+        starts = torch.ones_like(segment_ids, dtype=torch.bool)
+        starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+        idx = torch.arange(L, device=segment_ids.device).expand(B, L)
+        first = torch.cummax(torch.where(starts, idx, torch.zeros_like(idx)), dim=1).values
+        return mask, idx - first
+
+    def forward(self, input_ids: torch.Tensor, videos: list | None = None, visual: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                past_key_values=None, use_cache: bool = False, logits_to_keep: int = 0, **kwargs):
+        """Training / scoring forward.
+
+        With ``labels``: returns dict(loss=mean over answer tokens, loss_sum, n_tokens). Logits
+        are computed only where a label is set (a 22k-token sequence never materialises
+        [L, vocab]). Without: dict(logits for the last ``logits_to_keep`` positions (0 = all),
+        past_key_values).
+        """
+        if visual is None and videos:
+            visual = self.visual_rows(videos)
+        x = self.embed(input_ids, visual)
+        if segment_ids is not None:
+            attention_mask, position_ids = self.packing_mask(segment_ids, x.dtype)
+        out = self.language_model.model(inputs_embeds=x, attention_mask=attention_mask, position_ids=position_ids,
+                                        past_key_values=past_key_values, use_cache=use_cache)
+        h = out.last_hidden_state
+        head = self.language_model.lm_head
+        if labels is None:
+            h = h[:, -logits_to_keep:] if logits_to_keep else h
+            return {"logits": head(h).float(), "past_key_values": out.past_key_values}
+        tgt = labels[:, 1:]
+        sel = tgt != IGNORE
+        n = int(sel.sum())
+        if n == 0:
+            zero = h.sum() * 0.0
+            return {"loss": zero, "loss_sum": zero, "n_tokens": 0}
+        logits = head(h[:, :-1][sel]).float()
+        loss_sum = F.cross_entropy(logits, tgt[sel], reduction="sum")
+        return {"loss": loss_sum / n, "loss_sum": loss_sum, "n_tokens": n}
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    parts = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_children()}
+    parts["markers"] = model.markers.numel()
+    parts["total"] = sum(p.numel() for p in model.parameters())
+    return parts
