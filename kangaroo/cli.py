@@ -89,6 +89,71 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def _gen_from_args(args):
+    from .model.chat import GenerationConfig
+
+    if args.greedy:
+        return GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=False)
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            seed=args.seed)
+
+
+def _chat_sampling(args):
+    from .video import SamplingConfig
+
+    if args.fps is not None:
+        return SamplingConfig(sampler="fps", fps=args.fps, min_frames=2, max_frames=args.max_frames,
+                              start=args.start, end=args.end)
+    return SamplingConfig(num_frames=args.frames, start=args.start, end=args.end)
+
+
+def cmd_ask(args) -> int:
+    from .model.chat import KangarooChat
+
+    kc = KangarooChat.load(args.model, device=args.device, sampling=_chat_sampling(args), system_prompt=args.system)
+    conv = kc.start(args.video)
+    gen = _gen_from_args(args)
+    if args.json:
+        answer = kc.ask(conv, args.question, gen)
+        _print_json({"video": args.video, "question": args.question, "answer": answer, "frames": conv.frames,
+                     "model": args.model, "generation": gen.__dict__})
+    else:
+        for delta in kc.ask_stream(conv, args.question, gen):
+            print(delta, end="", flush=True)
+        print()
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from .model.chat import KangarooChat
+
+    kc = KangarooChat.load(args.model, device=args.device, sampling=_chat_sampling(args), system_prompt=args.system)
+    conv = kc.start(args.video)
+    gen = _gen_from_args(args)
+    print(f"[{conv.frames['num_frames']} frames, {conv.frames['visual_tokens']} visual tokens; "
+          "empty line or Ctrl-D to quit]", file=sys.stderr)
+    while True:
+        try:
+            q = input("you> ").strip()
+        except EOFError:
+            break
+        if not q:
+            break
+        print("kangaroo> ", end="", flush=True)
+        for delta in kc.ask_stream(conv, q, gen):
+            print(delta, end="", flush=True)
+        print()
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .model.weights import convert_official
+
+    report = convert_official(args.official, args.out)
+    _print_json({k: (v if not isinstance(v, list) else {"count": len(v), "keys": v}) for k, v in report.items()})
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -131,6 +196,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-vary", action="store_true", help="same settings for every video but the duration")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
+
+    for name, helptext in (("ask", "ask one question about a video"), ("chat", "interactive chat about a video")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("video")
+        if name == "ask":
+            p.add_argument("question")
+            p.add_argument("--json", action="store_true")
+        p.add_argument("--model", default="kangaroo-smol", help="built-in name or model folder")
+        p.add_argument("--frames", type=int, default=16, help="uniform frame count")
+        p.add_argument("--fps", type=float, default=None, help="sample at this rate instead of --frames")
+        p.add_argument("--max-frames", type=int, default=160)
+        p.add_argument("--start", type=float, default=None)
+        p.add_argument("--end", type=float, default=None)
+        p.add_argument("--system", default=None, help="system prompt")
+        p.add_argument("--max-new-tokens", type=int, default=512)
+        p.add_argument("--temperature", type=float, default=0.6)
+        p.add_argument("--top-p", type=float, default=0.9)
+        p.add_argument("--greedy", action="store_true")
+        p.add_argument("--seed", type=int, default=None)
+        p.add_argument("--device", default="cpu")
+        p.set_defaults(func=cmd_ask if name == "ask" else cmd_chat)
+
+    p = sub.add_parser("convert", help="convert the official Kangaroo release to our layout")
+    p.add_argument("--official", required=True, help="folder with config.json and pytorch_model.bin")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("bench", help="benchmarks that measure a ratio against a baseline")
     from .bench import add_bench_args
