@@ -21,6 +21,14 @@ def _decode(args) -> tuple[dict, str]:
     return report, format_decode(report)
 
 
+@BENCHMARKS.register("model")
+def _model(args) -> tuple[dict, str]:
+    from .model.bench import bench_model, format_model
+
+    report = bench_model(workdir=args.workdir, progress=not args.json)
+    return report, format_model(report)
+
+
 def add_bench_args(p) -> None:
     p.add_argument("name", choices=BENCHMARKS.names())
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -134,6 +134,10 @@ class _PyAVPlan:
         self.gop_pts = int(2.0 / self.tb) if not self.keyframes else None
         self.last_key_pts = None
         self.seen_gop = None
+        # Margin before a target where every frame is decoded again: 16 frames (more than
+        # any B-frame reorder depth) or 0.5 s, whichever is longer.
+        self.margin_pts = int(max(16.0 / max(info.fps, 1.0), 0.5) / self.tb)
+        self.skip = "DEFAULT"
         self.stats = {"backend": "pyav", "mode": opts.mode, "decoded": 0, "seeks": 0}
         w, h = output_size(info, opts)
         self.out_wh = (h, w) if info.rotation % 180 else (w, h)  # size before rotation
@@ -176,6 +180,7 @@ class _PyAVPlan:
                 self.stats["seeks"] += 1
                 packets, prev = self._frames(self.container.demux(self.stream)), None
                 self.last_key_pts = None
+            self._set_skip(prev, targets[j])
             frame = next(packets, None)
             if frame is None:  # end of stream: the last frame serves what is left
                 if prev is None:
@@ -199,6 +204,14 @@ class _PyAVPlan:
         for k, i in enumerate(order):
             frames[i], stamps[i] = got[k][0], self.to_sec(got[k][1])
         return np.stack(list(frames)), stamps, self.stats
+
+    def _set_skip(self, prev, target):
+        """Far from the next target, let FFmpeg skip non-reference frames (nobody will see
+        them and nothing depends on them); within ``margin`` decode everything again."""
+        want = "NONREF" if prev is not None and target - prev.pts > self.margin_pts else "DEFAULT"
+        if want != self.skip:
+            self.stream.codec_context.skip_frame = want
+            self.skip = want
 
     def _take(self, frame, got, j):
         if j > 0 and got[j - 1] is not None and got[j - 1][1] == frame.pts:

@@ -70,3 +70,14 @@ def test_optional_backend_agrees(bikes, backend):
 def test_unknown_backend(bikes):
     with pytest.raises(KeyError, match="unknown decode backend"):
         decode_frames(bikes, [1.0], DecodeOptions(backend="nope"))
+
+
+@pytest.mark.parametrize("n", [3, 16, 40])
+def test_matches_full_decode(tmp_path_factory, bikes, n):
+    """Skipping non-reference frames far from targets never changes the frames returned."""
+    from kangaroo.video.bench import _decode_all
+
+    for path in (bikes, encode(tmp_path_factory.mktemp("b") / "bframes.mp4", n=300, w=96, h=64, noise=False,
+                                options={"x264-params": "keyint=100:bframes=3:scenecut=0"})):
+        times = sample_timestamps(SamplingConfig(num_frames=n), probe(path).duration)
+        assert np.array_equal(decode_frames(path, times).frames, _decode_all(path, times))
