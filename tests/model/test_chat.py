@@ -83,3 +83,13 @@ def test_ask_cli(tiny_chat_model, smol_tokenizer, synth_video, tmp_path):
     r = subprocess.run([sys.executable, "-m", "kangaroo.cli", "ask", synth_video, "q", "--model", str(tmp_path / "x")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "neither a built-in name" in r.stderr
+
+
+def test_interactive_chat_cli(tiny_chat_model, smol_tokenizer, synth_video, tmp_path):
+    tiny_chat_model.save_pretrained(tmp_path)
+    smol_tokenizer.save_pretrained(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "kangaroo.cli", "chat", synth_video, "--model", str(tmp_path),
+                        "--greedy", "--max-new-tokens", "3", "--frames", "4"],
+                       input="What happens?\n你好\n\n", capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("kangaroo> ") == 2 and "visual tokens" in r.stderr
