@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from ..procstat import reset_peak, status_mb
+
 FRAMES = (16, 64, 160)
 
 
@@ -32,30 +34,6 @@ def _video(workdir: str) -> str:
     return path
 
 
-def _hwm_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_hwm() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # Linux: reset VmHWM to the current RSS
-    except OSError:
-        pass
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def cpu_case(video: str, frames: int, second_round: bool) -> dict:
     import torch
 
@@ -67,8 +45,8 @@ def cpu_case(video: str, frames: int, second_round: bool) -> dict:
     model, tok = build_smol()
     kc = KangarooChat(model, tok, sampling=SamplingConfig(num_frames=frames))
     gen = GenerationConfig.greedy(8)
-    _reset_hwm()  # peak memory from here on, not model loading's
-    base = _rss_mb()
+    reset_peak()  # peak memory from here on, not model loading's
+    base = status_mb("VmRSS")
     t = time.perf_counter()
     conv = kc.start(video)  # decode + vision tower, once per conversation
     stream = kc.ask_stream(conv, "What happens in the video?", gen)
@@ -77,7 +55,7 @@ def cpu_case(video: str, frames: int, second_round: bool) -> dict:
     for _ in stream:  # finish round one
         pass
     out = {"frames": frames, "visual_tokens": conv.frames["visual_tokens"], "ttft_s": round(ttft1, 3),
-           "peak_rss_mb": round(_hwm_mb() - base, 1)}
+           "peak_rss_mb": round(status_mb("VmHWM") - base, 1)}
     if second_round:
         t = time.perf_counter()
         stream = kc.ask_stream(conv, "Which object appears first?", gen)

@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from ..procstat import reset_peak, status_mb
+
 COUNTS = (8, 16, 64, 160)
 
 
@@ -42,14 +44,6 @@ def make_bench_videos(workdir: str, quick: bool) -> dict[str, str]:
             write_video(make_timeline(cfg, seed=7), path)
         out[name] = path
     return out
-
-
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _decode_all(path: str, times: list[float]) -> np.ndarray:
@@ -79,7 +73,8 @@ def run_case(method: str, path: str, times: list[float], repeats: int) -> dict:
     from .probe import probe
 
     info = probe(path)
-    base = _rss_mb("VmRSS")
+    reset_peak()
+    base = status_mb("VmRSS")
     secs = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -92,7 +87,7 @@ def run_case(method: str, path: str, times: list[float], repeats: int) -> dict:
         secs.append(time.perf_counter() - t)
         assert len(out) == len(times)
         del out
-    return {"median_s": statistics.median(secs), "peak_mb": round(_rss_mb("VmHWM") - base, 1)}
+    return {"median_s": statistics.median(secs), "peak_mb": round(status_mb("VmHWM") - base, 1)}
 
 
 def _available(method: str) -> bool:
