@@ -154,6 +154,25 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .train import Recipe, Trainer
+
+    recipe = Recipe.load(args.recipe)
+    out = args.out or os.path.join("runs", recipe.name)
+    last = Trainer(recipe, out, previous=args.init_from, progress=not args.quiet).train(resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        _print_json({"out": out, **last})
+    return 0
+
+
+def cmd_curriculum(args) -> int:
+    from .train import Recipe, run_curriculum
+
+    recipes = [Recipe.load(p) for p in args.recipes]
+    _print_json(run_curriculum(recipes, args.out, resume=args.resume, progress=not args.quiet))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -222,6 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--official", required=True, help="folder with config.json and pytorch_model.bin")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("train", help="train one curriculum stage from a YAML recipe (torchrun for several GPUs)")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--out", default=None, help="run folder (default runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--init-from", default=None, help="model folder for a recipe whose init is 'previous'")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("curriculum", help="run several stages in order, each from the previous stage's model")
+    p.add_argument("recipes", nargs="+")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true", help="skip finished stages, resume the current one")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_curriculum)
 
     p = sub.add_parser("bench", help="benchmarks that measure a ratio against a baseline")
     from .bench import add_bench_args

@@ -75,6 +75,11 @@ class KangarooForConditionalGeneration(PreTrainedModel):
             if getattr(self.temporal_embed, "table", None) is module:
                 nn.init.normal_(module.weight, std=0.02)
 
+    def llm(self):
+        """The ``LlamaForCausalLM`` itself, also when PEFT has wrapped it (LoRA layers live inside)."""
+        lm = self.language_model
+        return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
     def get_input_embeddings(self):
         return self.language_model.get_input_embeddings()
 
@@ -182,10 +187,11 @@ class KangarooForConditionalGeneration(PreTrainedModel):
         x = self.embed(input_ids, visual)
         if segment_ids is not None:
             attention_mask, position_ids = self.packing_mask(segment_ids, x.dtype)
-        out = self.language_model.model(inputs_embeds=x, attention_mask=attention_mask, position_ids=position_ids,
-                                        past_key_values=past_key_values, use_cache=use_cache)
+        llm = self.llm()
+        out = llm.model(inputs_embeds=x, attention_mask=attention_mask, position_ids=position_ids,
+                        past_key_values=past_key_values, use_cache=use_cache)
         h = out.last_hidden_state
-        head = self.language_model.lm_head
+        head = llm.lm_head
         if labels is None:
             h = h[:, -logits_to_keep:] if logits_to_keep else h
             return {"logits": head(h).float(), "past_key_values": out.past_key_values}

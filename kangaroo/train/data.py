@@ -1,0 +1,158 @@
+"""Training data: read what users already have, tokenize with loss on assistant tokens only.
+
+Formats (``DataSource.format``):
+    llava     [{"video"|"image": path, "conversations": [{"from": "human"|"gpt", "value": ...}]}]
+              (JSON list or JSONL); "<video>"/"<image>" marks where the media goes
+    mcqa      kangaroo synth / benchmark-style multiple choice -> one round, answer = the letter
+    openqa    {"video", "question", "answer"} -> one round
+    captions  {"video", "caption"} -> "Describe the video." -> caption
+    manifest  the curation manifest (JSONL): {"clip"|"video", "caption"} -> a caption sample
+
+A ``Sample`` is media + messages; ``encode_sample`` decodes the frames with the
+stage's dynamic sampler, preprocesses them and tokenizes the conversation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..model.chat import PromptBuilder
+from ..synth.qa import mc_prompt
+from ..video import DecodeOptions, SamplingConfig, load_video
+from ..video.preprocess import PreprocessConfig, preprocess_frames
+from .recipe import DataSource, Recipe
+
+IGNORE = -100
+_ROLE = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+@dataclass
+class Sample:
+    media: str | None  # a video or image path
+    is_image: bool
+    messages: list[dict]  # [{"role", "content", "video"?}]
+
+
+def read_records(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    text = text.strip()
+    if not text:
+        return []
+    if text[0] == "[":
+        return json.loads(text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _abs(root: str, p: str | None) -> str | None:
+    return None if p is None else (p if os.path.isabs(p) else os.path.join(root, p))
+
+
+def to_samples(src: DataSource) -> list[Sample]:
+    root = src.root or os.path.dirname(os.path.abspath(src.path))
+    out = []
+    for r in read_records(src.path):
+        if src.format == "llava":
+            media = r.get("video") or r.get("image")
+            msgs = []
+            for turn in r["conversations"]:
+                text = turn["value"]
+                has = "<video>" in text or "<image>" in text
+                text = text.replace("<video>", "").replace("<image>", "").strip()
+                msgs.append({"role": _ROLE[turn["from"]], "content": text, "video": has})
+            if media and not any(m.get("video") for m in msgs):
+                next(m for m in msgs if m["role"] == "user")["video"] = True
+            out.append(Sample(_abs(root, media), "image" in r and "video" not in r, msgs))
+        elif src.format == "mcqa":
+            letter = "ABCDEFGH"[r["answer_index"]]
+            out.append(Sample(_abs(root, r["video"]), False, [
+                {"role": "user", "content": mc_prompt(r["question"], r["candidates"]), "video": True},
+                {"role": "assistant", "content": letter}]))
+        elif src.format == "openqa":
+            out.append(Sample(_abs(root, r["video"]), False, [
+                {"role": "user", "content": r["question"], "video": True},
+                {"role": "assistant", "content": r["answer"]}]))
+        else:  # captions / manifest
+            out.append(Sample(_abs(root, r.get("video") or r.get("clip")), False, [
+                {"role": "user", "content": "Describe the video.", "video": True},
+                {"role": "assistant", "content": r["caption"]}]))
+    return out
+
+
+def tokenize(builder: PromptBuilder, messages: list[dict], n_visual: int) -> tuple[list[int], list[int]]:
+    """(ids, labels): labels are the ids on assistant turns (their end token included), else -100."""
+    ids = builder.build(messages, n_visual, add_generation_prompt=False)
+    labels = [IGNORE] * len(ids)
+    for k, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = builder.build(messages[:k], n_visual, add_generation_prompt=True)
+        upto = builder.build(messages[: k + 1], n_visual, add_generation_prompt=False)
+        if ids[: len(before)] != before or ids[: len(upto)] != upto:
+            raise ValueError("the chat template does not render conversations prefix-consistently")
+        labels[len(before) : len(upto)] = ids[len(before) : len(upto)]
+    return ids, labels
+
+
+def stage_sampling(recipe: Recipe) -> SamplingConfig:
+    return SamplingConfig(sampler="dynamic", min_frames=recipe.min_frames, max_frames=recipe.max_frames,
+                          seconds_per_frame=recipe.seconds_per_frame)
+
+
+@dataclass
+class Encoded:
+    ids: list[int]  # negative = visual row of this sample's own video block
+    labels: list[int]
+    pixels: torch.Tensor | None  # [T, 3, H, W]
+    timestamps: torch.Tensor | None  # [T]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def load_media(sample: Sample, recipe: Recipe, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pre = PreprocessConfig(size=recipe.image_size, patch=patch)
+    if sample.is_image:
+        from PIL import Image
+
+        with Image.open(sample.media) as im:
+            frames = np.asarray(im.convert("RGB"))[None]
+        return preprocess_frames(frames, pre), torch.zeros(1)
+    f = load_video(sample.media, stage_sampling(recipe), DecodeOptions(max_side=max(2 * recipe.image_size, 224)))
+    return preprocess_frames(f.frames, pre), torch.as_tensor(f.timestamps, dtype=torch.float32)
+
+
+def encode_sample(sample: Sample, recipe: Recipe, builder: PromptBuilder, config) -> Encoded:
+    pixels = ts = None
+    n_vis = 0
+    if sample.media is not None:
+        pixels, ts = load_media(sample, recipe, config.vision.patch_size)
+        n_vis = config.num_visual_tokens(pixels.shape[0], pixels.shape[2], pixels.shape[3])
+    ids, labels = tokenize(builder, sample.messages, n_vis)
+    return Encoded(ids, labels, pixels, ts)
+
+
+class Mixture:
+    """Weighted sampling over sources, deterministic in (seed, step): resuming replays it exactly."""
+
+    def __init__(self, recipe: Recipe):
+        self.sources = [to_samples(s) for s in recipe.data]
+        if not self.sources or not any(self.sources):
+            raise ValueError(f"recipe {recipe.name!r} has no training samples")
+        w = np.array([s.weight if len(x) else 0.0 for s, x in zip(recipe.data, self.sources)], dtype=np.float64)
+        self.p = w / w.sum()
+        self.seed = recipe.seed
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sources)
+
+    def draw(self, index: int) -> Sample:
+        """The index-th sample of the stream (any index, in any order)."""
+        rng = np.random.default_rng([self.seed, index])
+        src = self.sources[int(rng.choice(len(self.sources), p=self.p))]
+        return src[int(rng.integers(len(src)))]

@@ -1,0 +1,108 @@
+"""Training recipes: one YAML file per curriculum stage (torchtune-style config, our loop).
+
+A recipe says where the model comes from, what the videos look like at this stage
+(resolution, dynamic frame range), the data mixture, which modules train, and the
+optimiser and schedule. It round-trips to YAML; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import yaml
+
+MODULES = ("vision", "temporal", "patchify", "projector", "markers", "llm", "lora")
+
+
+@dataclass
+class DataSource:
+    path: str  # a JSON/JSONL file
+    format: str = "llava"  # llava | mcqa | openqa | captions | manifest
+    weight: float = 1.0  # sampling weight in the mixture
+    root: str | None = None  # media paths are relative to this (default: the file's folder)
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class Recipe:
+    name: str = "stage"
+    init: str = "smol"  # smol | 8b | a model folder | "previous" (the stage before, in a curriculum)
+    image_size: int = 112  # frames are resized to this square
+    min_frames: int = 1
+    max_frames: int = 16
+    seconds_per_frame: float = 1.0  # dynamic sampling: one frame per this many seconds, in [min, max]
+    max_seq_len: int = 1024  # tokens per packed row
+    data: list[DataSource] = field(default_factory=list)
+    train: list[str] = field(default_factory=lambda: ["vision", "temporal", "patchify", "projector", "markers"])
+    lora: LoraConfig | None = None
+    lr: float = 1e-4
+    llm_lr: float | None = None  # a smaller rate for the LLM (full or LoRA); default = lr
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    max_steps: int = 200
+    rows_per_step: int = 1  # packed rows per optimiser step (gradient accumulation)
+    grad_clip: float = 1.0
+    bf16: bool = False  # autocast to bfloat16
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    save_every: int = 50
+    log_every: int = 1
+    tpe: str = "sincos"  # for init=smol / 8b
+
+    def __post_init__(self) -> None:
+        self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]
+        if isinstance(self.lora, dict):
+            self.lora = LoraConfig(**self.lora)
+        bad = set(self.train) - set(MODULES)
+        if bad:
+            raise ValueError(f"unknown modules to train: {sorted(bad)}; known: {MODULES}")
+        if "lora" in self.train and "llm" in self.train:
+            raise ValueError("train either 'llm' (full) or 'lora', not both")
+        if "lora" in self.train and self.lora is None:
+            self.lora = LoraConfig()
+        if not 1 <= self.min_frames <= self.max_frames:
+            raise ValueError("need 1 <= min_frames <= max_frames")
+        if self.max_steps < 1 or self.rows_per_step < 1 or self.max_seq_len < 16:
+            raise ValueError("max_steps, rows_per_step >= 1 and max_seq_len >= 16")
+        for d in self.data:
+            if d.format not in ("llava", "mcqa", "openqa", "captions", "manifest"):
+                raise ValueError(f"unknown data format {d.format!r}")
+            if d.weight <= 0:
+                raise ValueError("data weights must be > 0")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Recipe":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown recipe keys: {sorted(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str) -> "Recipe":
+        with open(path) as f:
+            d = yaml.safe_load(f) or {}
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: a recipe is a YAML mapping")
+        import os
+
+        base = os.path.dirname(os.path.abspath(path))
+        for src in d.get("data", []):  # data paths are relative to the recipe file
+            if isinstance(src, dict) and "path" in src and not os.path.isabs(src["path"]):
+                src["path"] = os.path.join(base, src["path"])
+        return cls.from_dict(d)
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False)

@@ -1,0 +1,319 @@
+"""The curriculum trainer: packed rows, accumulation, bf16, checkpointing, exact resume, FSDP.
+
+One optimiser step = ``rows_per_step`` packed rows per process; the loss is the mean
+over every labelled token of the step (rows and processes together), so packing and
+accumulation change nothing but speed. The data stream is a deterministic function of
+(seed, sample index), and a checkpoint stores the trainable weights, the optimiser,
+the schedule and the stream cursor: ``--resume`` continues exactly.
+
+Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in FSDP and each rank reads
+its own slice of the stream; the gloo backend runs it on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from ..model.chat import PromptBuilder
+from ..model.modeling import KangarooForConditionalGeneration
+from .data import Encoded, Mixture, encode_sample
+from .packing import pack_row
+from .recipe import Recipe
+
+SMOL_BASE = "smollm2-135m-instruct"
+
+
+def module_map(model: KangarooForConditionalGeneration) -> dict:
+    return {"vision": model.vision_tower, "temporal": model.temporal_embed, "patchify": model.patchify,
+            "projector": model.mm_projector, "llm": model.language_model}
+
+
+def build_model(recipe: Recipe, previous: str | None = None):
+    """(model, tokenizer, base_llm) for the recipe's ``init``."""
+    from ..model.weights import build_smol, load_model
+
+    init = previous if recipe.init == "previous" else recipe.init
+    if init is None:
+        raise ValueError(f"recipe {recipe.name!r} starts from 'previous' but there is no previous stage")
+    if init == "smol":
+        model, tok = build_smol(tpe=recipe.tpe, seed=recipe.seed)
+        return model, tok, SMOL_BASE
+    model, tok = load_model(init, merge_lora=False)
+    base = SMOL_BASE if os.path.exists(os.path.join(init if os.path.isdir(init) else "", "kangaroo_meta.json")) \
+        or init == "kangaroo-smol" else None
+    return model, tok, base
+
+
+def set_trainable(model, recipe: Recipe) -> None:
+    from ..model.weights import apply_lora
+
+    model.requires_grad_(False)
+    if "lora" in recipe.train and not hasattr(model.language_model, "peft_config"):
+        apply_lora(model, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout, recipe.lora.targets)
+    mods = module_map(model)
+    for name in recipe.train:
+        if name == "markers":
+            model.markers.requires_grad_(True)
+        elif name == "lora":
+            for n, p in model.language_model.named_parameters():
+                p.requires_grad_("lora_" in n)
+        else:
+            mods[name].requires_grad_(True)
+    if recipe.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+
+def lr_lambda(recipe: Recipe):
+    def f(step: int) -> float:
+        if step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        prog = (step - recipe.warmup_steps) / max(1, recipe.max_steps - recipe.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, prog)))
+
+    return f
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, out: str, previous: str | None = None, progress: bool = True):
+        self.recipe, self.out, self.progress = recipe, out, progress
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(recipe.seed)
+        self.model, self.tok, self.base_llm = build_model(recipe, previous)
+        set_trainable(self.model, recipe)
+        self.model.to(self.device).train()
+        self.builder = PromptBuilder(self.tok)
+        self.mixture = Mixture(recipe)
+        self.net = self._wrap(self.model)
+        llm_ids = {id(p) for p in self.model.language_model.parameters()}
+        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad and id(p) not in llm_ids],
+                   "lr": recipe.lr},
+                  {"params": [p for p in self.model.parameters() if p.requires_grad and id(p) in llm_ids],
+                   "lr": recipe.llm_lr or recipe.lr}]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError(f"recipe {recipe.name!r} trains nothing")
+        self.opt = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay, betas=(0.9, 0.95))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(recipe))
+        self.step, self.cursor = 0, 0
+        self._carry: tuple[int, Encoded] | None = None
+        os.makedirs(out, exist_ok=True)
+        if self.rank == 0:
+            recipe.save(os.path.join(out, "recipe.yaml"))
+
+    def _wrap(self, model):
+        if self.world == 1:
+            return model
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        return FSDP(model, use_orig_params=True, device_id=self.device if self.device.type == "cuda" else None)
+
+    # ---- data ---------------------------------------------------------------------------
+    def _encoded(self, index: int) -> Encoded:
+        if self._carry is not None and self._carry[0] == index:
+            return self._carry[1]
+        # each rank reads its own slice of the stream: sample j of rank r is index j*world + r
+        return encode_sample(self.mixture.draw(index * self.world + self.rank), self.recipe, self.builder,
+                             self.model.config)
+
+    def next_row(self) -> tuple[dict, int]:
+        """Greedily fill one row from the stream; returns (row, samples used)."""
+        used, samples = 0, []
+        while True:
+            enc = self._encoded(self.cursor)
+            if samples and used + len(enc) > self.recipe.max_seq_len:
+                self._carry = (self.cursor, enc)
+                break
+            samples.append(enc)
+            used += len(enc)
+            self.cursor += 1
+            if used >= self.recipe.max_seq_len:
+                break
+        return pack_row(samples), len(samples)
+
+    # ---- loop ---------------------------------------------------------------------------
+    def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
+        """Run to ``max_steps``; ``stop_at`` stops early after that step, as an interruption would."""
+        if resume:
+            self.load_checkpoint()
+        r = self.recipe
+        bar = tqdm(total=r.max_steps, initial=self.step, desc=r.name, unit="step",
+                   disable=not self.progress or self.rank != 0)
+        metrics_path = os.path.join(self.out, "metrics.jsonl")
+        last = {}
+        while self.step < r.max_steps:
+            t0 = time.perf_counter()
+            rows = [self.next_row() for _ in range(r.rows_per_step)]
+            n_tok = torch.tensor(sum(int((row["labels"][:, 1:] != -100).sum()) for row, _ in rows), dtype=torch.float64)
+            if self.world > 1:
+                dist.all_reduce(n_tok)
+            total = max(1.0, float(n_tok))
+            loss_sum = 0.0
+            tokens = 0
+            for row, _ in rows:
+                row = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in row.items()}
+                row["videos"] = [(p.to(self.device), t.to(self.device)) for p, t in row["videos"]]
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=r.bf16):
+                    out = self.net(**row)
+                (out["loss_sum"] * self.world / total).backward()
+                loss_sum += float(out["loss_sum"].detach())
+                tokens += row["input_ids"].numel()
+            gnorm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], r.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+            dt = time.perf_counter() - t0
+            loss_t = torch.tensor([loss_sum], dtype=torch.float64)
+            if self.world > 1:
+                dist.all_reduce(loss_t)
+            last = {"step": self.step, "loss": float(loss_t) / total, "lr": self.sched.get_last_lr()[0],
+                    "grad_norm": float(gnorm), "tokens": tokens, "tok_s": tokens / dt,
+                    "samples": sum(n for _, n in rows), "cursor": self.cursor}
+            if self.rank == 0:
+                if self.step % r.log_every == 0:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(last) + "\n")
+                bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tok_s']:.0f}")
+                bar.update(1)
+            if self.step % r.save_every == 0 or self.step == r.max_steps:
+                self.save_checkpoint()
+            if stop_at is not None and self.step >= stop_at:
+                bar.close()
+                return last
+        bar.close()
+        if self.rank == 0:
+            self.export(os.path.join(self.out, "model"))
+            plot_losses(metrics_path, os.path.join(self.out, "loss.png"), r.name)
+        return last
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def _trainable_state(self) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.model.named_parameters() if v.requires_grad}
+
+    def save_checkpoint(self) -> None:
+        from safetensors.torch import save_file
+
+        if self.world > 1:
+            from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            cfg = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+            with FSDP.state_dict_type(self.net, StateDictType.FULL_STATE_DICT, cfg):
+                full = self.net.state_dict()
+                osd = FSDP.optim_state_dict(self.net, self.opt)
+            names = {k for k, p in self.model.named_parameters() if p.requires_grad}
+            state = {k: v for k, v in full.items() if k in names}
+        else:
+            state, osd = self._trainable_state(), self.opt.state_dict()
+        if self.rank != 0:
+            return
+        ckdir = os.path.join(self.out, "checkpoints")
+        final = os.path.join(ckdir, f"step_{self.step:07d}")
+        tmp = final + ".part"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        save_file(state, os.path.join(tmp, "trainable.safetensors"))
+        torch.save({"optimizer": osd, "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state()},
+                   os.path.join(tmp, "optim.pt"))
+        with open(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump({"step": self.step, "cursor": self.cursor, "world": self.world}, f)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # a checkpoint is either whole or absent
+        _atomic_write(os.path.join(ckdir, "latest"), os.path.basename(final))
+
+    def load_checkpoint(self) -> bool:
+        from safetensors.torch import load_file
+
+        latest = os.path.join(self.out, "checkpoints", "latest")
+        if not os.path.exists(latest):
+            return False
+        ck = os.path.join(self.out, "checkpoints", open(latest).read().strip())
+        with open(os.path.join(ck, "state.json")) as f:
+            st = json.load(f)
+        if st["world"] != self.world:
+            raise ValueError(f"checkpoint was written with {st['world']} processes, resuming with {self.world}")
+        state = load_file(os.path.join(ck, "trainable.safetensors"))
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for k, v in state.items():
+                params[k].copy_(v)
+        blob = torch.load(os.path.join(ck, "optim.pt"), weights_only=True)
+        if self.world > 1:
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            blob["optimizer"] = FSDP.optim_state_dict_to_load(self.net, self.opt, blob["optimizer"])
+        self.opt.load_state_dict(blob["optimizer"])
+        self.sched.load_state_dict(blob["scheduler"])
+        torch.set_rng_state(blob["torch_rng"])
+        self.step, self.cursor, self._carry = st["step"], st["cursor"], None
+        return True
+
+    def export(self, path: str) -> str:
+        from ..model.weights import save_model
+
+        lora = None
+        if hasattr(self.model.language_model, "peft_config"):
+            lc = self.recipe.lora
+            lora = {"r": lc.r, "alpha": lc.alpha, "dropout": lc.dropout, "targets": list(lc.targets)}
+        full_llm = "llm" in self.recipe.train
+        return save_model(self.model, self.tok, path, base_llm=None if full_llm else self.base_llm,
+                          lora=None if full_llm else lora)
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = path + ".part"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def plot_losses(metrics_path: str, png: str, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    if not os.path.exists(metrics_path):
+        return
+    rows = [json.loads(line) for line in open(metrics_path) if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (answer tokens)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def run_curriculum(recipes: list[Recipe], out: str, resume: bool = False, progress: bool = True) -> list[dict]:
+    """Run stages in order; each starts from the previous stage's exported model."""
+    results, previous = [], None
+    for i, r in enumerate(recipes):
+        stage_out = os.path.join(out, f"{i + 1}_{r.name}")
+        done = os.path.join(stage_out, "model", "config.json")
+        if resume and os.path.exists(done):
+            previous = os.path.join(stage_out, "model")
+            results.append({"stage": r.name, "skipped": "already finished"})
+            continue
+        t = Trainer(r, stage_out, previous=previous, progress=progress)
+        results.append({"stage": r.name, **t.train(resume=resume)})
+        previous = os.path.join(stage_out, "model")
+    return results

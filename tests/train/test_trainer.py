@@ -1,0 +1,125 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from kangaroo.model import KangarooForConditionalGeneration, tiny_config
+from kangaroo.model.chat import PromptBuilder
+from kangaroo.train import DataSource, Recipe, Trainer, greedy_rows
+from kangaroo.train.data import IGNORE, Mixture, tokenize
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, smol_tokenizer):
+    d = tmp_path_factory.mktemp("tinymodel")
+    torch.manual_seed(0)
+    cfg = tiny_config(vocab=len(smol_tokenizer))
+    cfg.text_config.eos_token_id = smol_tokenizer.eos_token_id
+    KangarooForConditionalGeneration(cfg).save_pretrained(d)
+    smol_tokenizer.save_pretrained(d)
+    return str(d)
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    from kangaroo.model.hub import load_smollm2
+
+    return load_smollm2()[1]
+
+
+def recipe(tiny_dir, synth_dir, **kw):
+    base = dict(name="t", init=tiny_dir, image_size=56, min_frames=2, max_frames=6, seconds_per_frame=3.0,
+                max_seq_len=400, max_steps=6, warmup_steps=2, save_every=3, lr=1e-3, rows_per_step=2,
+                train=["vision", "temporal", "patchify", "projector", "markers", "llm"],
+                data=[dict(path=str(synth_dir / "conversations.json"), format="llava", weight=1.0),
+                      dict(path=str(synth_dir / "mcqa.json"), format="mcqa", weight=2.0),
+                      dict(path=str(synth_dir / "captions.json"), format="captions", weight=1.0)])
+    base.update(kw)
+    return Recipe.from_dict(base)
+
+
+def test_recipe_yaml_round_trip(tmp_path, tiny_dir, synth_dir):
+    r = recipe(tiny_dir, synth_dir, lora={"r": 4, "alpha": 8})
+    r.save(tmp_path / "r.yaml")
+    assert Recipe.load(str(tmp_path / "r.yaml")) == r
+    with pytest.raises(ValueError, match="unknown recipe keys"):
+        Recipe.from_dict({"lr": 1, "frames": 3})
+    with pytest.raises(ValueError, match="unknown modules"):
+        Recipe(train=["eyes"])
+    with pytest.raises(ValueError, match="not both"):
+        Recipe(train=["llm", "lora"])
+
+
+def test_labels_cover_assistant_turns_only(smol_tokenizer):
+    b = PromptBuilder(smol_tokenizer)
+    msgs = [{"role": "user", "content": "q1", "video": True}, {"role": "assistant", "content": "answer one"},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": "B"}]
+    ids, labels = tokenize(b, msgs, 4)
+    labelled = smol_tokenizer.decode([i for i, lab in zip(ids, labels) if lab != IGNORE])
+    assert labelled.replace("\n", "") == "answer one<|im_end|>B<|im_end|>"
+    assert all(lab == IGNORE for i, lab in zip(ids, labels) if i < 0)
+
+
+def test_greedy_rows():
+    assert greedy_rows([3, 4, 2, 5, 1], 7) == [[0, 1], [2, 3], [4]]
+    assert greedy_rows([9, 2], 7) == [[0], [1]]
+
+
+def test_mixture_is_deterministic(tiny_dir, synth_dir):
+    r = recipe(tiny_dir, synth_dir)
+    a, b = Mixture(r), Mixture(r)
+    assert [a.draw(i).messages for i in (5, 0, 17)] == [b.draw(i).messages for i in (5, 0, 17)]
+
+
+def _losses(out):
+    return [json.loads(x)["loss"] for x in open(os.path.join(out, "metrics.jsonl"))]
+
+
+def test_train_and_resume_exactly(tmp_path, tiny_dir, synth_dir):
+    r = recipe(tiny_dir, synth_dir)
+    full = Trainer(r, str(tmp_path / "full"), progress=False)
+    full.train()
+    ref = _losses(tmp_path / "full")
+    assert len(ref) == 6 and all(l == l for l in ref)
+    part = Trainer(r, str(tmp_path / "part"), progress=False)
+    part.train(stop_at=4)  # interrupted after step 4; the last checkpoint is step 3
+    os.remove(tmp_path / "part" / "metrics.jsonl")
+    again = Trainer(r, str(tmp_path / "part"), progress=False)
+    again.train(resume=True)
+    assert again.step == 6
+    assert _losses(tmp_path / "part") == pytest.approx(ref[3:], rel=1e-6, abs=1e-7)
+    assert os.path.exists(tmp_path / "full" / "loss.png")
+    assert os.path.exists(tmp_path / "full" / "model" / "config.json")
+
+
+def test_lora_stage_exports_compact_and_continues(tmp_path, tiny_dir, synth_dir):
+    from kangaroo.train import run_curriculum
+
+    stages = [recipe(tiny_dir, synth_dir, name="s1", max_steps=2, train=["projector", "patchify"]),
+              recipe(tiny_dir, synth_dir, name="s2", init="previous", max_steps=2, train=["projector", "lora"],
+                     lora={"r": 4, "alpha": 8})]
+    res = run_curriculum(stages, str(tmp_path), progress=False)
+    assert [x["stage"] for x in res] == ["s1", "s2"]
+    from kangaroo.model.weights import load_model
+
+    m, _ = load_model(str(tmp_path / "2_s2" / "model"))
+    assert not hasattr(m.language_model, "peft_config")  # merged for inference
+
+
+@pytest.mark.timeout(600)
+def test_fsdp_two_processes_gloo(tmp_path, tiny_dir, synth_dir):
+    for name, train in (("full", ["projector", "llm"]), ("lora", ["projector", "lora"])):
+        r = recipe(tiny_dir, synth_dir, name=name, max_steps=2, save_every=1, rows_per_step=1, train=train)
+        path = tmp_path / f"{name}.yaml"
+        r.save(path)
+        out = tmp_path / name
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+               "-m", "kangaroo.cli", "train", "--recipe", str(path), "--out", str(out), "--quiet"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert len(_losses(out)) == 2
+        assert (out / "checkpoints" / "latest").read_text().strip() == "step_0000002"
+        assert (out / "model" / "config.json").exists()
