@@ -136,6 +136,14 @@ class KangarooForConditionalGeneration(PreTrainedModel):
             return None
         return torch.cat([self.video_block(self.encode_video(p, t)) for p, t in videos], dim=0)
 
+    def dummy_visual_loss(self) -> torch.Tensor:
+        """0 * the visual path on one blank frame: gives every visual parameter a (zero)
+        gradient, which sharded training needs on a rank whose batch has no video."""
+        p = self.config.vision.patch_size * 2
+        dev = self.markers.device
+        rows = self.visual_rows([(torch.zeros(1, 3, p, p, device=dev), torch.zeros(1, device=dev))])
+        return rows.sum() * 0.0
+
     # ---- sequences -----------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
         """input_ids [B, L] (negative = visual row) -> [B, L, d]."""

@@ -83,7 +83,7 @@ def lr_lambda(recipe: Recipe):
 
 class Trainer:
     def __init__(self, recipe: Recipe, out: str, previous: str | None = None, progress: bool = True):
-        self.recipe, self.out, self.progress = recipe, out, progress
+        self.recipe, self.out, self.progress, self.previous = recipe, out, progress, previous
         self.rank = int(os.environ.get("RANK", "0"))
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         if self.world > 1 and not dist.is_initialized():
@@ -113,11 +113,18 @@ class Trainer:
             recipe.save(os.path.join(out, "recipe.yaml"))
 
     def _wrap(self, model):
+        """FSDP2 (``fully_shard``: per-parameter sharding, works with gloo on CPU and with
+        frozen and trainable parameters in one unit). Each decoder layer is a unit; the root
+        holds the rest, the vision tower included: ranks see different numbers of videos,
+        and a unit must run the same number of times on every rank."""
         if self.world == 1:
             return model
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp import fully_shard
 
-        return FSDP(model, use_orig_params=True, device_id=self.device if self.device.type == "cuda" else None)
+        for layer in model.llm().model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        return model
 
     # ---- data ---------------------------------------------------------------------------
     def _encoded(self, index: int) -> Encoded:
@@ -166,7 +173,10 @@ class Trainer:
                 row["videos"] = [(p.to(self.device), t.to(self.device)) for p, t in row["videos"]]
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=r.bf16):
                     out = self.net(**row)
-                (out["loss_sum"] * self.world / total).backward()
+                    loss = out["loss_sum"]
+                    if self.world > 1 and not row["videos"]:  # every rank must give every parameter a gradient
+                        loss = loss + self.model.dummy_visual_loss()
+                (loss * self.world / total).backward()
                 loss_sum += float(out["loss_sum"].detach())
                 tokens += row["input_ids"].numel()
             gnorm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], r.grad_clip)
@@ -193,8 +203,8 @@ class Trainer:
                 bar.close()
                 return last
         bar.close()
+        self.export(os.path.join(self.out, "model"))
         if self.rank == 0:
-            self.export(os.path.join(self.out, "model"))
             plot_losses(metrics_path, os.path.join(self.out, "loss.png"), r.name)
         return last
 
@@ -205,14 +215,13 @@ class Trainer:
     def save_checkpoint(self) -> None:
         from safetensors.torch import save_file
 
-        if self.world > 1:
-            from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        if self.world > 1:  # collective: every rank takes part, rank 0 writes
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
 
-            cfg = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-            with FSDP.state_dict_type(self.net, StateDictType.FULL_STATE_DICT, cfg):
-                full = self.net.state_dict()
-                osd = FSDP.optim_state_dict(self.net, self.opt)
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            full = get_model_state_dict(self.model, options=opts)
+            osd = get_optimizer_state_dict(self.model, self.opt, options=opts)
             names = {k for k, p in self.model.named_parameters() if p.requires_grad}
             state = {k: v for k, v in full.items() if k in names}
         else:
@@ -245,30 +254,46 @@ class Trainer:
         if st["world"] != self.world:
             raise ValueError(f"checkpoint was written with {st['world']} processes, resuming with {self.world}")
         state = load_file(os.path.join(ck, "trainable.safetensors"))
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for k, v in state.items():
-                params[k].copy_(v)
         blob = torch.load(os.path.join(ck, "optim.pt"), weights_only=True)
         if self.world > 1:
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                                 set_optimizer_state_dict)
 
-            blob["optimizer"] = FSDP.optim_state_dict_to_load(self.net, self.opt, blob["optimizer"])
-        self.opt.load_state_dict(blob["optimizer"])
+            opts = StateDictOptions(full_state_dict=True, strict=False)
+            set_model_state_dict(self.model, state, options=opts)
+            set_optimizer_state_dict(self.model, self.opt, blob["optimizer"], options=opts)
+        else:
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for k, v in state.items():
+                    params[k].copy_(v)
+            self.opt.load_state_dict(blob["optimizer"])
         self.sched.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["torch_rng"])
         self.step, self.cursor, self._carry = st["step"], st["cursor"], None
         return True
 
-    def export(self, path: str) -> str:
+    def export(self, path: str) -> str | None:
+        """Save the trained model (rank 0). Under FSDP the full weights are gathered first and
+        loaded into a plain copy of the model, which is what gets saved."""
         from ..model.weights import save_model
 
+        model = self.model
+        if self.world > 1:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if self.rank != 0:
+                return None
+            model, _, _ = build_model(self.recipe, self.previous)
+            set_trainable(model, self.recipe)
+            model.load_state_dict(full)
         lora = None
-        if hasattr(self.model.language_model, "peft_config"):
+        if hasattr(model.language_model, "peft_config"):
             lc = self.recipe.lora
             lora = {"r": lc.r, "alpha": lc.alpha, "dropout": lc.dropout, "targets": list(lc.targets)}
         full_llm = "llm" in self.recipe.train
-        return save_model(self.model, self.tok, path, base_llm=None if full_llm else self.base_llm,
+        return save_model(model, self.tok, path, base_llm=None if full_llm else self.base_llm,
                           lora=None if full_llm else lora)
 
 

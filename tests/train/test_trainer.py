@@ -111,14 +111,19 @@ def test_lora_stage_exports_compact_and_continues(tmp_path, tiny_dir, synth_dir)
 
 @pytest.mark.timeout(600)
 def test_fsdp_two_processes_gloo(tmp_path, tiny_dir, synth_dir):
+    import socket
+
     for name, train in (("full", ["projector", "llm"]), ("lora", ["projector", "lora"])):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = str(sock.getsockname()[1])
         r = recipe(tiny_dir, synth_dir, name=name, max_steps=2, save_every=1, rows_per_step=1, train=train)
         path = tmp_path / f"{name}.yaml"
         r.save(path)
         out = tmp_path / name
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
                "-m", "kangaroo.cli", "train", "--recipe", str(path), "--out", str(out), "--quiet"]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=280, env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert p.returncode == 0, p.stderr[-3000:]
         assert len(_losses(out)) == 2
         assert (out / "checkpoints" / "latest").read_text().strip() == "step_0000002"
