@@ -29,6 +29,14 @@ def _model(args) -> tuple[dict, str]:
     return report, format_model(report)
 
 
+@BENCHMARKS.register("pack")
+def _pack(args) -> tuple[dict, str]:
+    from .train.bench import bench_pack, format_pack
+
+    report = bench_pack(progress=not args.json)
+    return report, format_pack(report)
+
+
 def add_bench_args(p) -> None:
     p.add_argument("name", choices=BENCHMARKS.names())
     p.add_argument("--json", action="store_true", help="print the report as JSON")

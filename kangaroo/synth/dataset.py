@@ -48,7 +48,8 @@ def video_config(base: SynthConfig, rng: np.random.Generator, min_seconds: float
 
 
 def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float, max_seconds: float, seed: int = 0,
-                     base: SynthConfig | None = None, vary: bool = True, progress: bool = True) -> dict:
+                     base: SynthConfig | None = None, vary: bool = True, progress: bool = True,
+                     images_per_video: int = 0) -> dict:
     if num_videos < 1:
         raise ValueError("num_videos must be >= 1")
     if not 0 < min_seconds <= max_seconds:
@@ -57,7 +58,7 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
     base = base or SynthConfig()
     rng = np.random.default_rng(seed)
-    timelines, captions, mcqa, openqa, convs = [], [], [], [], []
+    timelines, captions, mcqa, openqa, convs, images = [], [], [], [], [], []
     total_frames = 0
     plan = []
     for i in range(num_videos):
@@ -81,9 +82,11 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
             open_item = {k: v for k, v in base_item.items() if k not in ("candidates", "answer_index")}
             openqa.append(open_item)
         convs.append(_conversation(rel, items, vseed))
+        images.extend(_images(tl, out, f"synth_{seed}_{i:05d}", images_per_video, vseed))
     bar.close()
-    for name, obj in (("timelines", timelines), ("captions", captions), ("mcqa", mcqa), ("openqa", openqa),
-                      ("conversations", convs)):
+    outputs = [("timelines", timelines), ("captions", captions), ("mcqa", mcqa), ("openqa", openqa),
+               ("conversations", convs)] + ([("images", images)] if images_per_video else [])
+    for name, obj in outputs:
         _atomic_json(os.path.join(out, f"{name}.json"), obj)
     manifest = {
         "generator": "kangaroo.synth",
@@ -94,11 +97,34 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
         "base_config": base.to_dict(),
         "vary": vary,
         "counts": {"videos": len(timelines), "captions": len(captions), "mcqa": len(mcqa), "openqa": len(openqa),
-                   "conversations": len(convs)},
+                   "conversations": len(convs), "images": len(images)},
         "families": sorted({q["family"] for q in openqa}),
     }
     _atomic_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
+
+
+def _images(tl, out: str, stem: str, n: int, seed: int) -> list[dict]:
+    """Single frames as image-text pairs (LLaVA format): what is in the picture (curriculum stage 1)."""
+    from PIL import Image
+
+    from .qa import article
+    from .render import render_frame
+
+    if n <= 0:
+        return []
+    os.makedirs(os.path.join(out, "images"), exist_ok=True)
+    rng = np.random.default_rng(seed + 2)
+    recs = []
+    for k in range(n):
+        t = float(rng.uniform(0, tl.config.duration))
+        rel = f"images/{stem}_{k}.png"
+        Image.fromarray(render_frame(tl, t)).save(os.path.join(out, rel))
+        names = [f"{o.color_at(t)} {o.shape}" for o in tl.visible_at(t)]
+        answer = (" and ".join(article(n) for n in names).capitalize() + ".") if names else "Nothing, an empty scene."
+        recs.append({"id": f"{stem}_{k}", "image": rel, "conversations": [
+            {"from": "human", "value": "<image>\nWhat objects are in the picture?"}, {"from": "gpt", "value": answer}]})
+    return recs
 
 
 def _conversation(video: str, items: list[dict], seed: int) -> dict:

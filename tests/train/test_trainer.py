@@ -128,3 +128,27 @@ def test_fsdp_two_processes_gloo(tmp_path, tiny_dir, synth_dir):
         assert len(_losses(out)) == 2
         assert (out / "checkpoints" / "latest").read_text().strip() == "step_0000002"
         assert (out / "model" / "config.json").exists()
+
+
+def test_shipped_recipes_parse():
+    import glob
+
+    files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "*", "*.yaml")))
+    assert len(files) >= 10
+    for f in files:
+        r = Recipe.load(f)
+        assert r.max_steps >= 1 and r.data
+
+
+def test_pack_bench_samples_account_for_every_token():
+    from kangaroo.train.bench import make_samples
+    from kangaroo.train.packing import pack_row, pad_batch
+
+    cfg = tiny_config()
+    s = make_samples(cfg, 6, size=56)
+    row = pack_row(s)
+    pad = pad_batch(s)
+    n = sum(len(x) for x in s)
+    assert row["input_ids"].shape[1] == n and int((pad["segment_ids"] > 0).sum()) == n
+    assert int((row["input_ids"] < 0).sum()) == sum(cfg.num_visual_tokens(x.pixels.shape[0], 56, 56) for x in s)
+    assert -int(row["input_ids"].min()) == int((row["input_ids"] < 0).sum())  # rows indexed across videos
