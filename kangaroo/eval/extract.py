@@ -1,0 +1,55 @@
+"""Multiple-choice answer extraction that copes with what models really write.
+
+Handles "B", "(B)", "B)", "B.", "The answer is (B).", "Answer: B", "Option B", "选项B",
+"答案：B", full-width letters and brackets, lower case, and answers that give only the
+option's text ("a dog", "The red circle"). Returns the option index or None; never
+mistakes the "T" of "The correct answer..." for an option letter.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_LETTERS = "ABCDEFGH"
+# An option letter standing on its own: not part of a word.
+_PATTERNS = [
+    r"(?i:answer|option|choice|选项|答案)\s*(?i:is|是|为|:|：)?\s*[:：]?\s*[\(\[（【]?\s*([A-H])\s*[\)\]）】]?(?![A-Za-z])",
+    r"^[\(\[（【]?\s*([A-H])\s*[\)\]）】\.:：,、]",  # "(B) ...", "B) ...", "B. ..." at the start
+    r"^([A-H])$",  # just the letter
+    r"[\(\[（【]\s*([A-Ha-h])\s*[\)\]）】]",  # "(B)" or "(b)" anywhere
+    r"(?<![A-Za-z])([A-H])(?:\s*[\)\.:：]|\s*$)",  # "... B." / "... B)" / trailing letter
+]
+
+
+def _norm(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+def _simplify(s: str) -> str:
+    s = re.sub(r"[^\w\s]", " ", _norm(s).lower())
+    s = re.sub(r"\b(the|a|an)\b", " ", s)
+    return " ".join(s.split())
+
+
+def extract_choice(output: str, candidates: list[str]) -> int | None:
+    """The index of the chosen option in ``candidates``, or None when no choice is readable."""
+    text = _norm(output)
+    if not text:
+        return None
+    n = len(candidates)
+    for pat in _PATTERNS:
+        for m in re.finditer(pat, text):
+            idx = _LETTERS.index(m.group(1).upper())
+            if idx < n:
+                return idx
+    # Only the option's text: the candidate whose text appears (longest match wins).
+    low = _simplify(text)
+    hits = [(len(_simplify(c)), i) for i, c in enumerate(candidates) if _simplify(c) and _simplify(c) in low]
+    if hits:
+        return max(hits)[1]
+    # A lone lower-case letter ("b") as the whole answer.
+    m = re.fullmatch(r"[\(\[]?([a-h])[\)\]\.]?", text)
+    if m and _LETTERS.index(m.group(1).upper()) < n:
+        return _LETTERS.index(m.group(1).upper())
+    return None

@@ -1,0 +1,19 @@
+import pytest
+
+from kangaroo.eval.extract import extract_choice
+
+C = ["a dog", "a cat", "the red circle", "nothing"]
+
+CASES = [
+    ("B", 1), ("(B)", 1), ("B)", 1), ("B.", 1), ("B) a cat", 1), ("(C) the red circle", 2),
+    ("The answer is (B).", 1), ("The correct answer is B", 1), ("Answer: C", 2), ("answer: (d)", 3),
+    ("Option B", 1), ("The best option is C.", 2), ("选项B", 1), ("答案：C", 2), ("答案是（A）", 0),
+    ("（B）", 1), ("Ｂ", 1), ("b", 1), ("(b)", 1), ("a cat", 1), ("It is a cat.", 1), ("The Red Circle!", 2),
+    ("The correct answer is", None), ("There is nothing certain", 3), ("", None), ("I don't know", None),
+    ("Based on the video, the answer is A) a dog", 0), ("E", None), ("The answer is a dog", 0),
+]
+
+
+@pytest.mark.parametrize("text,expected", CASES)
+def test_extract(text, expected):
+    assert extract_choice(text, C) == expected
