@@ -174,6 +174,17 @@ def cmd_curriculum(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import ServeConfig, serve
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: binding to {args.host} exposes the server beyond this machine", file=sys.stderr)
+    serve(ServeConfig(model=args.model, host=args.host, port=args.port, store=args.store,
+                      allowed_roots=[os.path.abspath(r) for r in args.allow_root], allow_remote=bool(args.allow_host),
+                      remote_hosts=args.allow_host, max_frames=args.max_frames, max_queue=args.max_queue))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -258,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip finished stages, resume the current one")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_curriculum)
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server + web chat page")
+    p.add_argument("--model", default="kangaroo-smol")
+    p.add_argument("--host", default="127.0.0.1", help="default: localhost only")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--store", default=".kangaroo_serve", help="folder for uploaded videos")
+    p.add_argument("--allow-root", action="append", default=[], help="allow file:// videos under this folder")
+    p.add_argument("--allow-host", action="append", default=[], help="allow fetching https videos from this host")
+    p.add_argument("--max-frames", type=int, default=160)
+    p.add_argument("--max-queue", type=int, default=64)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="benchmarks that measure a ratio against a baseline")
     from .bench import add_bench_args

@@ -1,0 +1,248 @@
+"""FastAPI app: OpenAI-compatible chat completions over videos, uploads, and the web page.
+
+    GET  /health                 liveness + model name + cache/queue figures
+    GET  /v1/models              the served model
+    POST /v1/chat/completions    OpenAI chat format; content parts {"type": "text"} and
+                                 {"type": "video_url", "video_url": {"url": ...}}; extra fields
+                                 frames / fps / start / end; "stream": true for SSE
+    POST /v1/files               multipart upload -> {"id": "file-..."}; use it as
+                                 "kangaroo-file://file-..." in a video_url
+    GET  /v1/files/{id}/content  the uploaded video (the web page plays it)
+    GET  /                       the web chat page
+
+Every error is a 4xx JSON body {"error": {"message", "type", "code"}} saying what to
+change; malformed JSON and wrong types never reach a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from typing import Any, Literal, Union
+
+from fastapi import FastAPI, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.middleware.base import BaseHTTPMiddleware
+
+from ..model.chat import GenerationConfig
+from ..video import VideoError
+from .engine import Engine
+from .media import MediaError, store_bytes, upload_path
+
+STATIC = os.path.join(os.path.dirname(__file__), "static")
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class VideoURL(BaseModel):
+    url: str
+
+
+class VideoPart(BaseModel):
+    type: Literal["video_url"]
+    video_url: VideoURL
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: Union[str, list[Union[TextPart, VideoPart]]]
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=0.6, ge=0, le=2)
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    seed: int | None = None
+    frames: int | None = None
+    fps: float | None = None
+    start: float | None = Field(default=None, ge=0)
+    end: float | None = Field(default=None, gt=0)
+
+
+def _error(status: int, message: str, code: str = "invalid_request") -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    headers = {"Retry-After": "2"} if status == 503 else None
+    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status,
+                        headers=headers)
+
+
+class BodyLimit(BaseHTTPMiddleware):
+    """413 for bodies over the limit, by Content-Length before reading anything."""
+
+    def __init__(self, app, json_limit: int, upload_limit: int):
+        super().__init__(app)
+        self.json_limit, self.upload_limit = json_limit, upload_limit
+
+    async def dispatch(self, request: Request, call_next):
+        limit = self.upload_limit if request.url.path == "/v1/files" else self.json_limit
+        length = request.headers.get("content-length")
+        if request.method == "POST" and length is None and request.url.path != "/v1/files":
+            return _error(411, "send a Content-Length header", "length_required")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                return _error(400, "malformed Content-Length")
+            if n > limit:
+                return _error(413, f"request body is {n} bytes; the limit is {limit}. "
+                                   "Upload large videos to /v1/files and refer to them by id.", "too_large")
+        return await call_next(request)
+
+
+def split_messages(req: ChatRequest) -> tuple[str | None, list[dict]]:
+    """(the video URL, plain-text messages). One video per conversation, in a user turn."""
+    video, out = None, []
+    for m in req.messages:
+        if isinstance(m.content, str):
+            out.append({"role": m.role, "content": m.content})
+            continue
+        texts = []
+        for part in m.content:
+            if isinstance(part, VideoPart):
+                if m.role != "user":
+                    raise MediaError(400, "videos go in user messages")
+                if video is not None and part.video_url.url != video:
+                    raise MediaError(400, "one video per conversation is supported")
+                video = part.video_url.url
+            else:
+                texts.append(part.text)
+        out.append({"role": m.role, "content": "\n".join(texts)})
+    if out[-1]["role"] != "user":
+        raise MediaError(400, "the last message must be from the user")
+    return video, out
+
+
+def create_app(engine: Engine, model_name: str) -> FastAPI:
+    app = FastAPI(title="kangaroo", version="0.1.0")
+    cfg = engine.cfg
+    app.add_middleware(BodyLimit, json_limit=cfg.max_request_bytes, upload_limit=cfg.max_upload_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", []) if x != "body")
+        return _error(400, f"invalid request: {where}: {first.get('msg', 'malformed')}")
+
+    @app.exception_handler(MediaError)
+    async def _media(request, exc: MediaError):
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(VideoError)
+    async def _video(request, exc: VideoError):
+        return _error(400, f"the video could not be used: {exc.detail}", exc.reason)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": model_name, "queued": engine.pending, **engine.stats}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "kangaroo",
+                                            "created": 0}]}
+
+    @app.post("/v1/files")
+    async def upload(file: UploadFile):
+        data = await file.read(cfg.max_upload_bytes + 1)
+        if len(data) > cfg.max_upload_bytes:
+            return _error(413, f"upload exceeds {cfg.max_upload_bytes} bytes", "too_large")
+        if not data:
+            return _error(400, "empty upload")
+        suffix = os.path.splitext(file.filename or "")[1].lower()
+        suffix = suffix if suffix in (".mp4", ".mkv", ".webm", ".mov", ".avi") else ".mp4"
+        fid, path = await asyncio.to_thread(store_bytes, engine.policy, data, suffix)
+        return {"id": fid, "object": "file", "bytes": len(data), "filename": os.path.basename(file.filename or ""),
+                "url": f"kangaroo-file://{fid}"}
+
+    @app.get("/v1/files/{fid}/content")
+    async def file_content(fid: str):
+        path = upload_path(engine.policy, fid)
+        return FileResponse(path, media_type="video/mp4")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        with open(os.path.join(STATIC, "index.html"), encoding="utf-8") as f:
+            return f.read()
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest):
+        if req.model not in (None, model_name):
+            return _error(404, f"model {req.model!r} is not served here; use {model_name!r}", "model_not_found")
+        video, messages = split_messages(req)
+        sampling = engine.sampling(req.frames, req.fps, req.start, req.end)
+        max_new = min(req.max_completion_tokens or req.max_tokens or 512, cfg.max_new_tokens)
+        gen = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
+                               do_sample=req.temperature > 0, seed=req.seed)
+        engine.admit()
+        try:
+            enc, cached = (await asyncio.to_thread(engine.encode, video, sampling)) if video else (None, False)
+        except BaseException:
+            engine.release()
+            raise
+        rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        extra = {"cached_video": cached, "visual_tokens": enc.info["visual_tokens"] if enc else 0,
+                 "frames": enc.frames if enc else []}
+        if not req.stream:
+            try:
+                result = await asyncio.to_thread(engine.generate, enc, messages, gen, lambda d: None)
+            finally:
+                engine.release()
+            return {"id": rid, "object": "chat.completion", "created": created, "model": model_name,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": result["answer"]}}],
+                    "usage": {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_chunks"],
+                              "total_tokens": result["prompt_tokens"] + result["completion_chunks"]},
+                    "kangaroo": {**extra, "ttft_s": result["ttft_s"], "reused_tokens": result["reused_tokens"]}}
+        return StreamingResponse(_stream(engine, enc, messages, gen, rid, created, model_name, extra),
+                                 media_type="text/event-stream")
+
+    return app
+
+
+async def _stream(engine: Engine, enc, messages, gen, rid, created, model_name, extra):
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def work():
+        try:
+            res = engine.generate(enc, messages, gen, lambda d: loop.call_soon_threadsafe(queue.put_nowait, ("d", d)))
+            loop.call_soon_threadsafe(queue.put_nowait, ("end", res))
+        except Exception as e:  # reported in the stream: the status line is already sent
+            loop.call_soon_threadsafe(queue.put_nowait, ("err", str(e)))
+
+    def chunk(delta: dict, finish=None, **more) -> str:
+        body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    task = loop.run_in_executor(None, work)
+    try:
+        yield chunk({"role": "assistant", "content": ""}, kangaroo=extra)
+        while True:
+            kind, val = await queue.get()
+            if kind == "d":
+                yield chunk({"content": val})
+            elif kind == "err":
+                yield f"data: {json.dumps({'error': {'message': val, 'type': 'server_error'}})}\n\n"
+                break
+            else:
+                yield chunk({}, "stop", kangaroo={"ttft_s": val["ttft_s"], "reused_tokens": val["reused_tokens"]})
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        await task
+        engine.release()

@@ -1,0 +1,179 @@
+"""The serving engine: one model, a bounded queue, and two caches.
+
+- Visual cache: (video content hash, sampling settings) -> visual rows + frame thumbnails,
+  LRU within a byte budget. Another user asking about the same video pays nothing.
+- Prefix cache: per video, the last conversation's KV cache; a follow-up request (which,
+  OpenAI style, re-sends the history) reuses the longest cached prefix.
+- Concurrent requests for the same uncached video wait for one encode (single flight).
+
+The model runs in one worker thread at a time (``model_lock``); requests beyond
+``max_queue`` waiting are refused with 503 and a Retry-After.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from ..model.chat import Conversation, GenerationConfig, KangarooChat
+from ..video import DecodeOptions, SamplingConfig, load_video, probe
+from .media import MediaError, MediaPolicy, resolve_video, sha256_file
+
+
+@dataclass
+class ServeConfig:
+    model: str = "kangaroo-smol"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    store: str = ".kangaroo_serve"  # uploads and data: URL videos
+    allowed_roots: list[str] = field(default_factory=list)
+    allow_remote: bool = False
+    remote_hosts: list[str] = field(default_factory=list)
+    max_request_bytes: int = 64 * 1024 * 1024  # JSON bodies (data: URLs included)
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_frames: int = 160
+    default_frames: int = 16
+    max_duration_s: float = 3 * 3600.0
+    max_new_tokens: int = 1024
+    max_queue: int = 64
+    visual_cache_mb: int = 1024
+    prefix_cache_videos: int = 8
+
+
+class LRUBytes:
+    """A thread-safe LRU bounded by the total size of its values."""
+
+    def __init__(self, budget: int):
+        self.budget, self.used = budget, 0
+        self.items: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key][0]
+            return None
+
+    def put(self, key, value, size: int) -> None:
+        with self.lock:
+            if key in self.items:
+                self.used -= self.items.pop(key)[1]
+            self.items[key] = (value, size)
+            self.used += size
+            while self.used > self.budget and len(self.items) > 1:
+                _, (_, s) = self.items.popitem(last=False)
+                self.used -= s
+
+
+def _thumb(img, side: int = 96) -> str:
+    from PIL import Image
+
+    im = Image.fromarray(img)
+    im.thumbnail((side, side))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=70)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@dataclass
+class Encoded:
+    key: str
+    rows: object  # torch.Tensor [V, d]
+    info: dict
+    frames: list[dict]  # [{"t": seconds, "thumb": data URL}]
+
+
+class Engine:
+    def __init__(self, cfg: ServeConfig, chat: KangarooChat):
+        self.cfg, self.chat = cfg, chat
+        self.policy = MediaPolicy(cfg.store, tuple(cfg.allowed_roots), cfg.allow_remote, tuple(cfg.remote_hosts),
+                                  cfg.max_upload_bytes)
+        self.model_lock = threading.Lock()
+        self.visual = LRUBytes(cfg.visual_cache_mb * 1024 * 1024)
+        self.prefix: OrderedDict[str, Conversation] = OrderedDict()
+        self.pending = 0
+        self.pending_lock = threading.Lock()
+        self.stats = {"requests": 0, "visual_cache_hits": 0, "visual_cache_misses": 0}
+
+    # ---- admission ------------------------------------------------------------------------
+    def admit(self) -> None:
+        with self.pending_lock:
+            if self.pending >= self.cfg.max_queue:
+                raise MediaError(503, f"the server is busy ({self.pending} requests queued); retry shortly")
+            self.pending += 1
+            self.stats["requests"] += 1
+
+    def release(self) -> None:
+        with self.pending_lock:
+            self.pending -= 1
+
+    # ---- video ----------------------------------------------------------------------------
+    def sampling(self, frames: int | None, fps: float | None, start: float | None, end: float | None) -> SamplingConfig:
+        if frames is not None and not 1 <= frames <= self.cfg.max_frames:
+            raise MediaError(400, f"frames must be between 1 and {self.cfg.max_frames}, got {frames}")
+        if fps is not None and not 0 < fps <= 30:
+            raise MediaError(400, f"fps must be in (0, 30], got {fps}")
+        try:
+            if fps is not None:
+                return SamplingConfig(sampler="fps", fps=fps, min_frames=1, max_frames=self.cfg.max_frames,
+                                      start=start, end=end)
+            return SamplingConfig(num_frames=frames or self.cfg.default_frames, start=start, end=end)
+        except ValueError as e:
+            raise MediaError(400, str(e)) from None
+
+    def encode(self, url: str, sampling: SamplingConfig) -> tuple[Encoded, bool]:
+        """Visual rows for ``url`` under ``sampling``; (encoded, was it cached)."""
+        path = resolve_video(self.policy, url)
+        key = sha256_file(path) + ":" + json.dumps(sampling.to_dict(), sort_keys=True)
+        hit = self.visual.get(key)
+        if hit is not None:
+            self.stats["visual_cache_hits"] += 1
+            return hit, True
+        with self.model_lock:
+            hit = self.visual.get(key)  # single flight: someone may have encoded it while we waited
+            if hit is not None:
+                self.stats["visual_cache_hits"] += 1
+                return hit, True
+            info = probe(path)
+            if info.duration > self.cfg.max_duration_s:
+                raise MediaError(413, f"video is {info.duration:.0f}s long; the limit is {self.cfg.max_duration_s:.0f}s")
+            frames = load_video(path, sampling, DecodeOptions(max_side=max(448, self.chat.preprocess.size * 2)))
+            rows, meta = self.chat.encode(frames)
+            enc = Encoded(key, rows, meta, [{"t": round(float(t), 3), "thumb": _thumb(f)}
+                                            for f, t in zip(frames.frames, frames.timestamps)])
+            self.visual.put(key, enc, rows.numel() * rows.element_size() + 8192 * len(enc.frames))
+            self.stats["visual_cache_misses"] += 1
+            return enc, False
+
+    # ---- generation -------------------------------------------------------------------------
+    def generate(self, enc: Encoded | None, messages: list[dict], gen: GenerationConfig, on_delta) -> dict:
+        """Run one completion under the model lock, calling ``on_delta(text)`` as text arrives."""
+        with self.model_lock:
+            key = enc.key if enc is not None else "text"
+            conv = self.prefix.pop(key, None) or Conversation(visual=enc.rows if enc else None,
+                                                               frames=enc.info if enc else {})
+            self.prefix[key] = conv
+            while len(self.prefix) > self.cfg.prefix_cache_videos:
+                self.prefix.popitem(last=False)
+            *history, last = messages
+            conv.messages = [dict(m) for m in history]
+            users = [m for m in conv.messages if m["role"] == "user"]
+            if users:
+                users[0]["video"] = enc is not None
+            t0 = time.perf_counter()
+            first = None
+            n = 0
+            for delta in self.chat.ask_stream(conv, last["content"], gen):
+                if first is None:
+                    first = time.perf_counter() - t0
+                n += 1
+                on_delta(delta)
+            st = conv.stats[-1]
+            return {"answer": conv.messages[-1]["content"], "ttft_s": first, "prompt_tokens": st["prompt_tokens"],
+                    "reused_tokens": st["reused_tokens"], "completion_chunks": n}
