@@ -37,12 +37,21 @@ def _pack(args) -> tuple[dict, str]:
     return report, format_pack(report)
 
 
+@BENCHMARKS.register("serve")
+def _serve(args) -> tuple[dict, str]:
+    from .serve.bench import bench_serve, format_serve
+
+    report = bench_serve(model=args.model, workdir=args.workdir)
+    return report, format_serve(report)
+
+
 def add_bench_args(p) -> None:
     p.add_argument("name", choices=BENCHMARKS.names())
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quick", action="store_true", help="a smaller run (for smoke tests)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", default=".bench", help="where generated inputs are cached")
+    p.add_argument("--model", default=None, help="serve: a model name or folder (default: kangaroo-smol's architecture)")
 
 
 def run_bench(args) -> int:

@@ -1,40 +1,7 @@
-import socket
-import threading
-import time
-
-import httpx
 import pytest
 import torch
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        for _ in range(200):
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+from kangaroo.serve.testserver import LoopbackServer
 
 
 @pytest.fixture(scope="session")
@@ -57,5 +24,5 @@ def server(serve_chat, synth_dir, tmp_path_factory):
     cfg = ServeConfig(model="kangaroo-test", store=str(tmp_path_factory.mktemp("store")),
                       allowed_roots=[str(synth_dir)], max_request_bytes=2_000_000, max_upload_bytes=1_500_000,
                       max_frames=32, default_frames=8, max_new_tokens=8)
-    with Server(build_app(cfg, chat=serve_chat)) as s:
+    with LoopbackServer(build_app(cfg, chat=serve_chat)) as s:
         yield s
