@@ -168,8 +168,10 @@ class KangarooChat:
         return Conversation(visual=rows, frames=info)
 
     # ---- chat ----------------------------------------------------------------------------
-    def ask_stream(self, conv: Conversation, question: str, gen: GenerationConfig | None = None) -> Iterator[str]:
-        """Stream the answer's text; the conversation is updated when the stream ends."""
+    def ask_stream(self, conv: Conversation, question: str, gen: GenerationConfig | None = None,
+                   on_token=None) -> Iterator[str]:
+        """Stream the answer's text; the conversation is updated when the stream ends.
+        ``on_token(id)`` is called for every generated token, text or not (for timing)."""
         gen = gen or GenerationConfig()
         if not conv.messages and self.system_prompt:
             conv.messages.append({"role": "system", "content": self.system_prompt})
@@ -178,6 +180,8 @@ class KangarooChat:
         out_ids: list[int] = []
         shown = ""
         for tok in self._generate(conv, gen):
+            if on_token is not None:
+                on_token(tok)
             out_ids.append(tok)
             text = self.tok.decode(out_ids, skip_special_tokens=True)
             if text.endswith("\ufffd"):

@@ -181,6 +181,7 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
     async def chat(req: ChatRequest):
         if req.model not in (None, model_name):
             return _error(404, f"model {req.model!r} is not served here; use {model_name!r}", "model_not_found")
+        t_arrival = time.perf_counter()
         video, messages = split_messages(req)
         sampling = engine.sampling(req.frames, req.fps, req.start, req.end)
         max_new = min(req.max_completion_tokens or req.max_tokens or 512, cfg.max_new_tokens)
@@ -198,7 +199,7 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
                  "frames": enc.frames if enc else []}
         if not req.stream:
             try:
-                result = await asyncio.to_thread(engine.generate, enc, messages, gen, lambda d: None)
+                result = await asyncio.to_thread(engine.generate, enc, messages, gen, lambda d: None, t_arrival)
             finally:
                 engine.release()
             return {"id": rid, "object": "chat.completion", "created": created, "model": model_name,
@@ -207,19 +208,20 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
                     "usage": {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_chunks"],
                               "total_tokens": result["prompt_tokens"] + result["completion_chunks"]},
                     "kangaroo": {**extra, "ttft_s": result["ttft_s"], "reused_tokens": result["reused_tokens"]}}
-        return StreamingResponse(_stream(engine, enc, messages, gen, rid, created, model_name, extra),
+        return StreamingResponse(_stream(engine, enc, messages, gen, rid, created, model_name, extra, t_arrival),
                                  media_type="text/event-stream")
 
     return app
 
 
-async def _stream(engine: Engine, enc, messages, gen, rid, created, model_name, extra):
+async def _stream(engine: Engine, enc, messages, gen, rid, created, model_name, extra, t_arrival):
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
 
     def work():
         try:
-            res = engine.generate(enc, messages, gen, lambda d: loop.call_soon_threadsafe(queue.put_nowait, ("d", d)))
+            res = engine.generate(enc, messages, gen, lambda d: loop.call_soon_threadsafe(queue.put_nowait, ("d", d)),
+                                  t_arrival)
             loop.call_soon_threadsafe(queue.put_nowait, ("end", res))
         except Exception as e:  # reported in the stream: the status line is already sent
             loop.call_soon_threadsafe(queue.put_nowait, ("err", str(e)))

@@ -152,8 +152,10 @@ class Engine:
             return enc, False
 
     # ---- generation -------------------------------------------------------------------------
-    def generate(self, enc: Encoded | None, messages: list[dict], gen: GenerationConfig, on_delta) -> dict:
-        """Run one completion under the model lock, calling ``on_delta(text)`` as text arrives."""
+    def generate(self, enc: Encoded | None, messages: list[dict], gen: GenerationConfig, on_delta,
+                 t_arrival: float | None = None) -> dict:
+        """Run one completion under the model lock, calling ``on_delta(text)`` as text arrives.
+        ``ttft_s`` is from ``t_arrival`` (the request's arrival; default now) to the first token."""
         with self.model_lock:
             key = enc.key if enc is not None else "text"
             conv = self.prefix.pop(key, None) or Conversation(visual=enc.rows if enc else None,
@@ -166,14 +168,17 @@ class Engine:
             users = [m for m in conv.messages if m["role"] == "user"]
             if users:
                 users[0]["video"] = enc is not None
-            t0 = time.perf_counter()
-            first = None
+            t0 = t_arrival if t_arrival is not None else time.perf_counter()
+            first: list[float] = []
             n = 0
-            for delta in self.chat.ask_stream(conv, last["content"], gen):
-                if first is None:
-                    first = time.perf_counter() - t0
+
+            def on_token(_):
+                if not first:
+                    first.append(time.perf_counter() - t0)
+
+            for delta in self.chat.ask_stream(conv, last["content"], gen, on_token=on_token):
                 n += 1
                 on_delta(delta)
             st = conv.stats[-1]
-            return {"answer": conv.messages[-1]["content"], "ttft_s": first, "prompt_tokens": st["prompt_tokens"],
+            return {"answer": conv.messages[-1]["content"], "ttft_s": first[0] if first else None, "prompt_tokens": st["prompt_tokens"],
                     "reused_tokens": st["reused_tokens"], "completion_chunks": n}
