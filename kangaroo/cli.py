@@ -185,6 +185,33 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .eval.harness import EvalConfig, run_eval, shard_from_env
+    from .model.chat import KangarooChat
+
+    kc = KangarooChat.load(args.model, device=args.device)
+    name = args.model.rstrip("/").split("/")[-1]
+    if args.benchmark == "niah":
+        from .eval.niah import needle_suite
+
+        res = needle_suite(kc, args.out, per_cell=args.per_cell, progress=not args.json)
+        summary = {k: v for k, v in res.items()}
+    else:
+        if not args.data:
+            raise ValueError(f"--data is required for {args.benchmark}")
+        rank, world = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
+        cfg = shard_from_env(EvalConfig(args.benchmark, args.data, args.out, frames=args.frames, limit=args.limit,
+                                        rank=rank, world=world, judge_url=args.judge_url))
+        summary = run_eval(kc, cfg, name, progress=not args.json)
+    if args.json:
+        _print_json(summary)
+    else:
+        from .eval.harness import markdown
+
+        print(markdown(summary) if "settings" in summary else json.dumps(summary, indent=1))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -280,6 +307,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=160)
     p.add_argument("--max-queue", type=int, default=64)
     p.set_defaults(func=cmd_serve)
+
+    from .eval.benchmarks import BENCHMARKS as EVAL_BENCHMARKS
+
+    p = sub.add_parser("eval", help="evaluate a model on a benchmark (local annotation files)")
+    p.add_argument("--model", default="kangaroo-smol")
+    p.add_argument("--benchmark", required=True, choices=EVAL_BENCHMARKS.names() + ["niah"])
+    p.add_argument("--data", default=None, help="the benchmark's folder (not needed for niah)")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--shard", default=None, help="i/n: this process takes every n-th item (torchrun sets it)")
+    p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint for open-ended scoring")
+    p.add_argument("--per-cell", type=int, default=2, help="niah: videos per (frames, depth) cell")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="benchmarks that measure a ratio against a baseline")
     from .bench import add_bench_args

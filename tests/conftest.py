@@ -34,3 +34,23 @@ def synth_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_video(synth_dir):
     return str(synth_dir / "videos" / "synth_11_00000.mp4")
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    from kangaroo.model.hub import load_smollm2
+
+    return load_smollm2()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(smol_tokenizer):
+    """A tiny random Kangaroo over SmolLM2's real tokenizer and chat template."""
+    import torch
+
+    from kangaroo.model import KangarooForConditionalGeneration, tiny_config
+
+    torch.manual_seed(0)
+    cfg = tiny_config(vocab=len(smol_tokenizer))
+    cfg.text_config.eos_token_id = smol_tokenizer.eos_token_id
+    return KangarooForConditionalGeneration(cfg).eval()

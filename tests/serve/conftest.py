@@ -1,20 +1,12 @@
 import pytest
-import torch
-
 from kangaroo.serve.testserver import LoopbackServer
 
 
 @pytest.fixture(scope="session")
-def serve_chat():
-    from kangaroo.model import KangarooForConditionalGeneration, tiny_config
+def serve_chat(tiny_chat_model, smol_tokenizer):
     from kangaroo.model.chat import KangarooChat
-    from kangaroo.model.hub import load_smollm2
 
-    tok = load_smollm2()[1]
-    torch.manual_seed(0)
-    cfg = tiny_config(vocab=len(tok))
-    cfg.text_config.eos_token_id = tok.eos_token_id
-    return KangarooChat(KangarooForConditionalGeneration(cfg).eval(), tok)
+    return KangarooChat(tiny_chat_model, smol_tokenizer)
 
 
 @pytest.fixture(scope="module")

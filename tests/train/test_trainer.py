@@ -23,13 +23,6 @@ def tiny_dir(tmp_path_factory, smol_tokenizer):
     return str(d)
 
 
-@pytest.fixture(scope="session")
-def smol_tokenizer():
-    from kangaroo.model.hub import load_smollm2
-
-    return load_smollm2()[1]
-
-
 def recipe(tiny_dir, synth_dir, **kw):
     base = dict(name="t", init=tiny_dir, image_size=56, min_frames=2, max_frames=6, seconds_per_frame=3.0,
                 max_seq_len=400, max_steps=6, warmup_steps=2, save_every=3, lr=1e-3, rows_per_step=2,

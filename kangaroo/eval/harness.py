@@ -1,0 +1,218 @@
+"""The evaluation harness: prompts, resumable predictions, sharding, reports.
+
+Every result records what changes a score: benchmark, frame count, sampler, resolution,
+prompt template, model and generation settings. Predictions are appended to
+``predictions.rankR.jsonl`` as they are made; a rerun skips what is there, so an
+interrupted run resumes where it stopped. Shards (``--shard i/n`` or torchrun's
+RANK/WORLD_SIZE) take every n-th item; the report merges whatever shards exist.
+Questions about the same video share one encoding and one KV-cache prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from ..model.chat import Conversation, GenerationConfig, KangarooChat
+from ..video import SamplingConfig
+from .benchmarks import BENCHMARKS, LETTERS, NEEDS_JUDGE, Item
+from .extract import extract_choice
+
+MC_TEMPLATE = "{subs}{question}\nOptions:\n{options}\nAnswer with the option's letter from the given choices directly."
+SUBS_TEMPLATE = "This video's subtitles are listed below:\n{subs}\n\n"
+OPEN_TEMPLATE = "{question}\nAnswer the question concisely."
+
+
+@dataclass
+class EvalConfig:
+    benchmark: str
+    data: str
+    out: str
+    frames: int = 16
+    limit: int | None = None
+    rank: int = 0
+    world: int = 1
+    max_new_tokens: int = 8
+    judge_url: str | None = None  # OpenAI-compatible endpoint for open-ended scoring
+    judge_model: str = "judge"
+
+    def settings(self, kc: KangarooChat, model_name: str) -> dict:
+        return {"benchmark": self.benchmark, "model": model_name, "frames": self.frames, "sampler": "uniform",
+                "image_size": kc.preprocess.size, "resize": kc.preprocess.mode,
+                "prompt_template": OPEN_TEMPLATE if self.benchmark in NEEDS_JUDGE else MC_TEMPLATE,
+                "generation": {"greedy": True, "max_new_tokens": self.max_new_tokens},
+                "limit": self.limit, "judge": self.judge_url}
+
+
+def prompt_for(item: Item) -> str:
+    if item.open_ended:
+        return OPEN_TEMPLATE.format(question=item.question)
+    opts = "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(item.candidates))
+    subs = SUBS_TEMPLATE.format(subs=item.subtitles[:4000]) if item.subtitles else ""
+    return MC_TEMPLATE.format(subs=subs, question=item.question, options=opts)
+
+
+def _pred_path(cfg: EvalConfig, rank: int) -> str:
+    return os.path.join(cfg.out, f"predictions.rank{rank}.jsonl")
+
+
+def _records(path: str) -> list[dict]:
+    """The complete records of a predictions file (a line cut by a crash is skipped)."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and "qid" in rec:
+                out.append(rec)
+    return out
+
+
+def _done(path: str) -> set[str]:
+    """qids already answered; rewrites the file without a cut last line so appends stay valid."""
+    if not os.path.exists(path):
+        return set()
+    recs = _records(path)
+    with open(path, "rb") as f:
+        clean = f.read().endswith(b"\n") or os.path.getsize(path) == 0
+    if not clean:
+        tmp = path + ".part"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+        os.replace(tmp, path)
+    return {r["qid"] for r in recs}
+
+
+def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
+    """Answer this shard's items not yet in its predictions file; returns how many were new."""
+    items = BENCHMARKS.get(cfg.benchmark)(cfg.data)
+    if cfg.limit:
+        items = items[: cfg.limit]
+    items = items[cfg.rank :: cfg.world]
+    os.makedirs(cfg.out, exist_ok=True)
+    path = _pred_path(cfg, cfg.rank)
+    done = _done(path)
+    todo = [it for it in items if it.qid not in done]
+    groups = defaultdict(list)
+    for it in todo:
+        groups[(it.video, it.start, it.end)].append(it)
+    gen = GenerationConfig.greedy(cfg.max_new_tokens if not items or not items[0].open_ended else 128)
+    bar = tqdm(total=len(todo), desc=f"eval {cfg.benchmark}", disable=not progress)
+    with open(path, "a") as f:
+        for (video, start, end), its in groups.items():
+            sampling = SamplingConfig(num_frames=cfg.frames, start=start, end=end)
+            try:
+                rows, info = kc.encode(video, sampling)
+                error = None
+            except Exception as e:  # a broken video is a wrong answer with a reason, not a crash
+                rows, info, error = None, {}, f"{type(e).__name__}: {e}"
+            conv = Conversation(visual=rows, frames=info)
+            for it in its:
+                rec = {"qid": it.qid, "task": it.task, "answer": it.answer}
+                if error:
+                    rec.update(output=None, pred=None, correct=False, error=error)
+                else:
+                    conv.messages = []  # a fresh question; the video's KV prefix stays cached
+                    out = kc.ask(conv, prompt_for(it), gen)
+                    rec["output"] = out
+                    if not it.open_ended:
+                        rec["pred"] = extract_choice(out, it.candidates)
+                        rec["correct"] = rec["pred"] == it.answer
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()
+                bar.update(1)
+    bar.close()
+    return len(todo)
+
+
+def judge_score(cfg: EvalConfig, question: str, reference: str, output: str) -> float:
+    """0-3 from an OpenAI-compatible judge (MMBench-Video's scale)."""
+    import httpx
+
+    prompt = (f"Question: {question}\nReference answer: {reference}\nCandidate answer: {output}\n"
+              "Score the candidate from 0 (wrong) to 3 (fully correct). Reply with the number only.")
+    r = httpx.post(cfg.judge_url.rstrip("/") + "/chat/completions", timeout=120,
+                   json={"model": cfg.judge_model, "messages": [{"role": "user", "content": prompt}], "temperature": 0})
+    r.raise_for_status()
+    text = r.json()["choices"][0]["message"]["content"]
+    import re
+
+    m = re.search(r"[0-3](?:\.\d+)?", text)
+    return float(m.group(0)) if m else 0.0
+
+
+def report(kc: KangarooChat, cfg: EvalConfig, model_name: str) -> dict:
+    recs = []
+    for p in sorted(os.listdir(cfg.out)):
+        if p.startswith("predictions.rank") and p.endswith(".jsonl"):
+            recs += _records(os.path.join(cfg.out, p))
+    by_task = defaultdict(list)
+    for r in recs:
+        by_task[r["task"]].append(r)
+    summary = {"settings": cfg.settings(kc, model_name), "n": len(recs)}
+    if cfg.benchmark in NEEDS_JUDGE:
+        if not cfg.judge_url:
+            summary.update(accuracy=None, score=None, note="open-ended: scores need a judge endpoint (--judge-url)")
+        else:
+            items = {it.qid: it for it in BENCHMARKS.get(cfg.benchmark)(cfg.data)}
+            scores = {r["qid"]: judge_score(cfg, items[r["qid"]].question, r["answer"], r["output"] or "") for r in recs}
+            per = {t: round(sum(scores[r["qid"]] for r in rs) / len(rs), 3) for t, rs in by_task.items()}
+            summary.update(score=round(sum(scores.values()) / max(1, len(scores)), 3), per_task=per, accuracy=None)
+    else:
+        per = {t: round(sum(r["correct"] for r in rs) / len(rs), 4) for t, rs in sorted(by_task.items())}
+        summary.update(accuracy=round(sum(r["correct"] for r in recs) / max(1, len(recs)), 4), per_task=per,
+                       errors=sum(1 for r in recs if r.get("error")),
+                       unparsed=sum(1 for r in recs if r.get("pred") is None and not r.get("error")))
+    with open(os.path.join(cfg.out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1, ensure_ascii=False)
+    with open(os.path.join(cfg.out, "results.md"), "w") as f:
+        f.write(markdown(summary))
+    plot_per_task(summary, os.path.join(cfg.out, "per_task.png"))
+    return summary
+
+
+def markdown(summary: dict) -> str:
+    s = summary["settings"]
+    head = (f"**{s['benchmark']}** — model `{s['model']}`, {s['frames']} frames ({s['sampler']}), "
+            f"{s['image_size']} px, greedy\n\n")
+    key = "accuracy" if summary.get("accuracy") is not None else "score"
+    rows = [f"| task | {key} |", "|---|---|"]
+    rows += [f"| {t} | {v} |" for t, v in summary.get("per_task", {}).items()]
+    rows.append(f"| **overall** ({summary['n']}) | **{summary.get(key)}** |")
+    return head + "\n".join(rows) + "\n"
+
+
+def plot_per_task(summary: dict, png: str) -> None:
+    per = summary.get("per_task") or {}
+    if not per:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(per) + 2), 3.5))
+    ax.bar(range(len(per)), list(per.values()))
+    ax.set_xticks(range(len(per)), list(per), rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1 if summary.get("accuracy") is not None else 3)
+    ax.set_title(f"{summary['settings']['benchmark']} @ {summary['settings']['frames']} frames")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def run_eval(kc: KangarooChat, cfg: EvalConfig, model_name: str, progress: bool = True) -> dict:
+    predict(kc, cfg, progress)
+    return report(kc, cfg, model_name)
+
+
+def shard_from_env(cfg: EvalConfig) -> EvalConfig:
+    rank, world = int(os.environ.get("RANK", cfg.rank)), int(os.environ.get("WORLD_SIZE", cfg.world))
+    return dataclasses.replace(cfg, rank=rank, world=world)
