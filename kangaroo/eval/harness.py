@@ -35,6 +35,7 @@ class EvalConfig:
     out: str
     frames: int = 16
     limit: int | None = None
+    tasks: list[str] | None = None  # only these tasks / categories / question families
     rank: int = 0
     world: int = 1
     max_new_tokens: int = 8
@@ -46,7 +47,7 @@ class EvalConfig:
                 "image_size": kc.preprocess.size, "resize": kc.preprocess.mode,
                 "prompt_template": OPEN_TEMPLATE if self.benchmark in NEEDS_JUDGE else MC_TEMPLATE,
                 "generation": {"greedy": True, "max_new_tokens": self.max_new_tokens},
-                "limit": self.limit, "judge": self.judge_url}
+                "limit": self.limit, "tasks": self.tasks, "judge": self.judge_url}
 
 
 def prompt_for(item: Item) -> str:
@@ -93,6 +94,8 @@ def _done(path: str) -> set[str]:
 def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
     """Answer this shard's items not yet in its predictions file; returns how many were new."""
     items = BENCHMARKS.get(cfg.benchmark)(cfg.data)
+    if cfg.tasks:
+        items = [it for it in items if it.task in cfg.tasks]
     if cfg.limit:
         items = items[: cfg.limit]
     items = items[cfg.rank :: cfg.world]

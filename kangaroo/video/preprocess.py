@@ -45,6 +45,8 @@ def preprocess_frames(frames: np.ndarray, cfg: PreprocessConfig = PreprocessConf
     normalisation (the mean colour), placed bottom/right so patches stay aligned."""
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames of shape [T, H, W, 3], got {tuple(frames.shape)}")
+    if not frames.flags.writeable:  # e.g. np.asarray of a PIL image; torch wants a writable buffer
+        frames = frames.copy()
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
     rh, rw, ph, pw = target_hw(x.shape[2], x.shape[3], cfg)
     if (rh, rw) != tuple(x.shape[2:]):
