@@ -15,6 +15,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, LlamaConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
 
+from ..dataclass_io import strict_from_dict
+
 
 @dataclass
 class VisionConfig:
@@ -37,12 +39,7 @@ class VisionConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "VisionConfig":
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown vision config keys: {sorted(unknown)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "vision config keys")
 
 
 def llama3_8b_instruct() -> dict:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from ..dataclass_io import strict_from_dict
+
 MODULES = ("vision", "temporal", "patchify", "projector", "markers", "llm", "lora")
 
 
@@ -83,11 +85,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown recipe keys: {sorted(unknown)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "recipe keys")
 
     @classmethod
     def load(cls, path: str) -> "Recipe":

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from ..dataclass_io import strict_from_dict
 from ..registry import Registry
 
 SAMPLERS: Registry[Callable[["SamplingConfig", float, float], list[float]]] = Registry("sampler")
@@ -62,11 +63,7 @@ class SamplingConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplingConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown sampling options: {sorted(unknown)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "sampling options")
 
     def budget_frames(self) -> int | None:
         if self.max_visual_tokens is None:
