@@ -75,7 +75,7 @@ class ChatRequest(BaseModel):
 
 def _error(status: int, message: str, code: str = "invalid_request") -> JSONResponse:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    headers = {"Retry-After": "2"} if status == 503 else None
+    headers = {"Retry-After": "2"} if status == 429 else None
     return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status,
                         headers=headers)
 

@@ -7,7 +7,7 @@
 - Concurrent requests for the same uncached video wait for one encode (single flight).
 
 The model runs in one worker thread at a time (``model_lock``); requests beyond
-``max_queue`` waiting are refused with 503 and a Retry-After.
+``max_queue`` waiting are refused with 429 and a Retry-After.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class Engine:
     def admit(self) -> None:
         with self.pending_lock:
             if self.pending >= self.cfg.max_queue:
-                raise MediaError(503, f"the server is busy ({self.pending} requests queued); retry shortly")
+                raise MediaError(429, f"the server is busy ({self.pending} requests queued); retry in a few seconds or raise --max-queue")
             self.pending += 1
             self.stats["requests"] += 1
 

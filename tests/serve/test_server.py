@@ -179,6 +179,6 @@ def test_queue_limit(serve_chat, tmp_path):
     eng.admit()
     with pytest.raises(MediaError) as e:
         eng.admit()
-    assert e.value.status == 503
+    assert e.value.status == 429
     eng.release()
     eng.admit()
