@@ -5,7 +5,7 @@ prompt template, model and generation settings. Predictions are appended to
 ``predictions.rankR.jsonl`` as they are made; a rerun skips what is there, so an
 interrupted run resumes where it stopped. Shards (``--shard i/n`` or torchrun's
 RANK/WORLD_SIZE) take every n-th item; the report merges whatever shards exist.
-Questions about the same video share one encoding and one KV-cache prefix.
+Questions about the same video share one encoding and are decoded as one batch.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from ..model.chat import Conversation, GenerationConfig, KangarooChat
+from ..model.chat import GenerationConfig, KangarooChat
 from ..video import SamplingConfig
 from .benchmarks import BENCHMARKS, LETTERS, NEEDS_JUDGE, Item
 from .extract import extract_choice
@@ -39,6 +39,7 @@ class EvalConfig:
     rank: int = 0
     world: int = 1
     max_new_tokens: int = 8
+    batch_size: int = 8  # questions about one video decoded together
     judge_url: str | None = None  # OpenAI-compatible endpoint for open-ended scoring
     judge_model: str = "judge"
 
@@ -46,7 +47,7 @@ class EvalConfig:
         return {"benchmark": self.benchmark, "model": model_name, "frames": self.frames, "sampler": "uniform",
                 "image_size": kc.preprocess.size, "resize": kc.preprocess.mode,
                 "prompt_template": OPEN_TEMPLATE if self.benchmark in NEEDS_JUDGE else MC_TEMPLATE,
-                "generation": {"greedy": True, "max_new_tokens": self.max_new_tokens},
+                "generation": {"greedy": True, "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size},
                 "limit": self.limit, "tasks": self.tasks, "judge": self.judge_url}
 
 
@@ -112,25 +113,23 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
         for (video, start, end), its in groups.items():
             sampling = SamplingConfig(num_frames=cfg.frames, start=start, end=end)
             try:
-                rows, info = kc.encode(video, sampling)
+                rows, _ = kc.encode(video, sampling)
                 error = None
             except Exception as e:  # a broken video is a wrong answer with a reason, not a crash
-                rows, info, error = None, {}, f"{type(e).__name__}: {e}"
-            conv = Conversation(visual=rows, frames=info)
-            for it in its:
-                rec = {"qid": it.qid, "task": it.task, "answer": it.answer}
-                if error:
-                    rec.update(output=None, pred=None, correct=False, error=error)
-                else:
-                    conv.messages = []  # a fresh question; the video's KV prefix stays cached
-                    out = kc.ask(conv, prompt_for(it), gen)
-                    rec["output"] = out
-                    if not it.open_ended:
+                rows, error = None, f"{type(e).__name__}: {e}"
+            for b in range(0, len(its), cfg.batch_size):  # questions about one video, answered as a batch
+                chunk = its[b : b + cfg.batch_size]
+                outs = [None] * len(chunk) if error else kc.ask_batch(rows, [prompt_for(it) for it in chunk], gen)
+                for it, out in zip(chunk, outs):
+                    rec = {"qid": it.qid, "task": it.task, "answer": it.answer, "output": out}
+                    if error:
+                        rec.update(pred=None, correct=False, error=error)
+                    elif not it.open_ended:
                         rec["pred"] = extract_choice(out, it.candidates)
                         rec["correct"] = rec["pred"] == it.answer
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 f.flush()
-                bar.update(1)
+                bar.update(len(chunk))
     bar.close()
     return len(todo)
 

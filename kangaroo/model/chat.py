@@ -204,6 +204,52 @@ class KangarooChat:
         return self.ask(conv, question, gen), conv
 
     @torch.inference_mode()
+    def ask_batch(self, visual: torch.Tensor | None, questions: list[str], gen: GenerationConfig | None = None) -> list[str]:
+        """Answer several single-round questions about one video in one batch (greedy or sampled).
+
+        Prompts are left-padded; a 2-D attention mask and per-row position ids keep padding
+        out of every row's computation, so each answer equals the one ``ask`` would give."""
+        gen = gen or GenerationConfig()
+        if not questions:
+            return []
+        n_vis = 0 if visual is None else visual.shape[0]
+        sys_msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        prompts = [self.builder.build(sys_msgs + [{"role": "user", "content": q, "video": visual is not None}], n_vis)
+                   for q in questions]
+        B, L = len(prompts), max(len(p) for p in prompts)
+        dev = self.device
+        ids = torch.zeros(B, L, dtype=torch.long, device=dev)
+        mask = torch.zeros(B, L, dtype=torch.long, device=dev)
+        for i, p in enumerate(prompts):
+            ids[i, L - len(p):] = torch.tensor(p, device=dev)
+            mask[i, L - len(p):] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config.text_config)
+        generator = torch.Generator().manual_seed(gen.seed) if gen.seed is not None else None
+        out = self.model(ids, visual=visual, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        done = [False] * B
+        answers: list[list[int]] = [[] for _ in range(B)]
+        last_pos = pos[:, -1]
+        for _ in range(gen.max_new_tokens):
+            nxt = []
+            for i in range(B):
+                tok = sample_next(out["logits"][i, -1], gen, generator) if not done[i] else 0
+                if not done[i]:
+                    if tok in self.stops:
+                        done[i] = True
+                    else:
+                        answers[i].append(tok)
+                nxt.append(tok)
+            if all(done):
+                break
+            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
+            last_pos = last_pos + 1
+            out = self.model(torch.tensor(nxt, device=dev)[:, None], attention_mask=mask, position_ids=last_pos[:, None],
+                             past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return [self.tok.decode(a, skip_special_tokens=True).strip() for a in answers]
+
+    @torch.inference_mode()
     def _generate(self, conv: Conversation, gen: GenerationConfig) -> Iterator[int]:
         n_vis = 0 if conv.visual is None else conv.visual.shape[0]
         ids = self.builder.build(conv.messages, n_vis, add_generation_prompt=True)

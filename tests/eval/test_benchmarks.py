@@ -157,3 +157,21 @@ def test_srt(tmp_path):
     p = tmp_path / "a.srt"
     p.write_text("1\n00:00:00,000 --> 00:00:01,000\nfirst line\n\n2\n00:00:01,000 --> 00:00:02,000\n<b>second</b>\n")
     assert srt_text(str(p)) == "first line\nsecond"
+
+
+def test_batch_size_does_not_change_answers(tmp_path, synth_dir, tiny_chat_model, smol_tokenizer):
+    kc = KangarooChat(tiny_chat_model, smol_tokenizer)
+    outs = []
+    for bs in (1, 8):
+        out = tmp_path / f"bs{bs}"
+        predict(kc, EvalConfig("synthetic", str(synth_dir), str(out), frames=4, limit=8, batch_size=bs), progress=False)
+        outs.append([json.loads(x)["output"] for x in (out / "predictions.rank0.jsonl").read_text().splitlines()])
+    assert outs[0] == outs[1]
+
+
+def test_missing_video_is_an_error_row(tmp_path, synth_video, tiny_chat_model, smol_tokenizer):
+    make_fixture("longvideobench", tmp_path / "d", synth_video)
+    os.remove(tmp_path / "d" / "videos" / "v1.mp4")
+    res = run_eval(KangarooChat(tiny_chat_model, smol_tokenizer),
+                   EvalConfig("longvideobench", str(tmp_path / "d"), str(tmp_path / "o"), frames=2), "tiny", progress=False)
+    assert res["n"] == 1 and res["errors"] == 1 and res["accuracy"] == 0.0

@@ -93,3 +93,15 @@ def test_interactive_chat_cli(tiny_chat_model, smol_tokenizer, synth_video, tmp_
                        input="What happens?\n你好\n\n", capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("kangaroo> ") == 2 and "visual tokens" in r.stderr
+
+
+def test_batched_answers_equal_sequential(tiny_chat_model, smol_tokenizer, synth_video):
+    kc = KangarooChat(tiny_chat_model, smol_tokenizer)
+    rows, info = kc.encode(synth_video)
+    qs = ["What happens?", "Which object appears first? Answer with the option's letter.", "你好", "How many?"]
+    from kangaroo.model.chat import Conversation
+
+    seq = [kc.ask(Conversation(visual=rows, frames=info), q, GenerationConfig.greedy(6)) for q in qs]
+    assert kc.ask_batch(rows, qs, GenerationConfig.greedy(6)) == seq
+    assert kc.ask_batch(None, ["hi", "a longer question here"], GenerationConfig.greedy(4)) == [
+        kc.ask(kc.start(None), q, GenerationConfig.greedy(4)) for q in ["hi", "a longer question here"]]
