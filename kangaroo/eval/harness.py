@@ -24,6 +24,21 @@ from .benchmarks import BENCHMARKS, LETTERS, NEEDS_JUDGE, Item
 from .extract import extract_choice
 
 MC_TEMPLATE = "{subs}{question}\nOptions:\n{options}\nAnswer with the option's letter from the given choices directly."
+# Per-benchmark multiple-choice prompts, in the style each benchmark's own evaluation uses.
+TEMPLATES = {
+    "mvbench": ("Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
+                "movement of objects, and the action and pose of persons. Based on your observations, select the best "
+                "option that accurately addresses the question.\n{question}\nOptions:\n{options}\n"
+                "Only give the best option."),
+    "videomme": ("{subs}Select the best answer to the following multiple-choice question based on the video. Respond "
+                 "with only the letter (A, B, C, or D) of the correct option.\n{question}\n{options}\n"
+                 "The best answer is:"),
+    "longvideobench": ("{question}\n{options}\nAnswer with the option's letter from the given choices directly."),
+    "egoschema": ("Select the best answer to the following question about the egocentric video.\n{question}\n"
+                  "{options}\nAnswer with the option's letter from the given choices directly."),
+    "tempcompass": "{question}\n{options}\nPlease directly give the best option:",
+}
+TEMPLATES["videomme_sub"] = TEMPLATES["videomme"]
 SUBS_TEMPLATE = "This video's subtitles are listed below:\n{subs}\n\n"
 OPEN_TEMPLATE = "{question}\nAnswer the question concisely."
 
@@ -46,17 +61,21 @@ class EvalConfig:
     def settings(self, kc: KangarooChat, model_name: str) -> dict:
         return {"benchmark": self.benchmark, "model": model_name, "frames": self.frames, "sampler": "uniform",
                 "image_size": kc.preprocess.size, "resize": kc.preprocess.mode,
-                "prompt_template": OPEN_TEMPLATE if self.benchmark in NEEDS_JUDGE else MC_TEMPLATE,
+                "prompt_template": template_for(self.benchmark),
                 "generation": {"greedy": True, "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size},
                 "limit": self.limit, "tasks": self.tasks, "judge": self.judge_url}
 
 
-def prompt_for(item: Item) -> str:
+def template_for(benchmark: str) -> str:
+    return OPEN_TEMPLATE if benchmark in NEEDS_JUDGE else TEMPLATES.get(benchmark, MC_TEMPLATE)
+
+
+def prompt_for(item: Item, benchmark: str = "") -> str:
     if item.open_ended:
         return OPEN_TEMPLATE.format(question=item.question)
     opts = "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(item.candidates))
     subs = SUBS_TEMPLATE.format(subs=item.subtitles[:4000]) if item.subtitles else ""
-    return MC_TEMPLATE.format(subs=subs, question=item.question, options=opts)
+    return template_for(benchmark).replace("{subs}", subs).format(question=item.question, options=opts)
 
 
 def _pred_path(cfg: EvalConfig, rank: int) -> str:
@@ -119,7 +138,7 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
                 rows, error = None, f"{type(e).__name__}: {e}"
             for b in range(0, len(its), cfg.batch_size):  # questions about one video, answered as a batch
                 chunk = its[b : b + cfg.batch_size]
-                outs = [None] * len(chunk) if error else kc.ask_batch(rows, [prompt_for(it) for it in chunk], gen)
+                outs = [None] * len(chunk) if error else kc.ask_batch(rows, [prompt_for(it, cfg.benchmark) for it in chunk], gen)
                 for it, out in zip(chunk, outs):
                     rec = {"qid": it.qid, "task": it.task, "answer": it.answer, "output": out}
                     if error:

@@ -175,3 +175,14 @@ def test_missing_video_is_an_error_row(tmp_path, synth_video, tiny_chat_model, s
     res = run_eval(KangarooChat(tiny_chat_model, smol_tokenizer),
                    EvalConfig("longvideobench", str(tmp_path / "d"), str(tmp_path / "o"), frames=2), "tiny", progress=False)
     assert res["n"] == 1 and res["errors"] == 1 and res["accuracy"] == 0.0
+
+
+def test_prompt_templates_per_benchmark(tmp_path, synth_video):
+    from kangaroo.eval.harness import prompt_for
+
+    make_fixture("videomme_sub", tmp_path / "v", synth_video)
+    it = BENCHMARKS.get("videomme_sub")(str(tmp_path / "v"))[0]
+    p = prompt_for(it, "videomme_sub")
+    assert p.startswith("This video's subtitles") and "The best answer is:" in p and "(C) 3." in p
+    assert "Only give the best option." in prompt_for(it, "mvbench")
+    assert prompt_for(it, "mlvu").endswith("Answer with the option's letter from the given choices directly.")
