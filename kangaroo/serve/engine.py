@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -130,7 +131,11 @@ class Engine:
     def encode(self, url: str, sampling: SamplingConfig) -> tuple[Encoded, bool]:
         """Visual rows for ``url`` under ``sampling``; (encoded, was it cached)."""
         path = resolve_video(self.policy, url)
-        key = sha256_file(path) + ":" + json.dumps(sampling.to_dict(), sort_keys=True)
+        name = os.path.basename(path)
+        # files in the store are named by their hash already; hash anything else once here
+        digest = name.split(".")[0] if os.path.dirname(path) == os.path.abspath(self.policy.store) and \
+            name.startswith("file-") else "file-" + sha256_file(path)[:32]  # same key as its upload would get
+        key = digest + ":" + json.dumps(sampling.to_dict(), sort_keys=True)
         hit = self.visual.get(key)
         if hit is not None:
             self.stats["visual_cache_hits"] += 1

@@ -54,7 +54,7 @@ def store_bytes(policy: MediaPolicy, data: bytes, suffix: str = ".mp4") -> tuple
     digest = hashlib.sha256(data).hexdigest()
     fid = f"file-{digest[:32]}"
     os.makedirs(policy.store, exist_ok=True)
-    path = os.path.join(policy.store, fid + suffix)
+    path = os.path.join(os.path.abspath(policy.store), fid + suffix)
     if not os.path.exists(path):
         tmp = path + ".part"
         with open(tmp, "wb") as f:

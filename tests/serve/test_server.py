@@ -182,3 +182,10 @@ def test_queue_limit(serve_chat, tmp_path):
     assert e.value.status == 429
     eng.release()
     eng.admit()
+
+
+def test_same_content_shares_the_cache_across_sources(server, synth_dir):
+    vid = str(synth_dir / "videos" / "synth_11_00001.mp4")
+    first = ask(server, "file://" + vid, frames=3).json()["kangaroo"]["cached_video"]
+    again = ask(server, data_url(vid), frames=3).json()["kangaroo"]["cached_video"]
+    assert (first, again) == (False, True)
