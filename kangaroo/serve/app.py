@@ -197,6 +197,15 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         created = int(time.time())
         extra = {"cached_video": cached, "visual_tokens": enc.info["visual_tokens"] if enc else 0,
                  "frames": enc.frames if enc else []}
+        if not req.stream and len(messages) == 1:  # single round: batched with same-video questions
+            try:
+                res = await asyncio.to_thread(engine.generate_batched, enc, messages[0]["content"], gen)
+            finally:
+                engine.release()
+            return {"id": rid, "object": "chat.completion", "created": created, "model": model_name,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": res["answer"]}}],
+                    "kangaroo": {**extra, "batch": res["batch"]}}
         if not req.stream:
             try:
                 result = await asyncio.to_thread(engine.generate, enc, messages, gen, lambda d: None, t_arrival)

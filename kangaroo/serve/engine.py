@@ -100,7 +100,9 @@ class Engine:
         self.prefix: OrderedDict[str, Conversation] = OrderedDict()
         self.pending = 0
         self.pending_lock = threading.Lock()
-        self.stats = {"requests": 0, "visual_cache_hits": 0, "visual_cache_misses": 0}
+        self.stats = {"requests": 0, "visual_cache_hits": 0, "visual_cache_misses": 0, "largest_batch": 0}
+        self.waiting: dict[tuple, list] = {}  # (video key, generation settings) -> [(question, future)]
+        self.waiting_lock = threading.Lock()
 
     # ---- admission ------------------------------------------------------------------------
     def admit(self) -> None:
@@ -157,33 +159,66 @@ class Engine:
             return enc, False
 
     # ---- generation -------------------------------------------------------------------------
+    def generate_batched(self, enc: Encoded | None, question: str, gen: GenerationConfig) -> dict:
+        """A single-round, non-streaming question: joins the others waiting for the model with
+        the same video and settings, and whoever gets the model answers them all in one batch."""
+        from concurrent.futures import Future
+
+        key = (enc.key if enc is not None else "text", tuple(vars(gen).items()))
+        fut: Future = Future()
+        with self.waiting_lock:
+            self.waiting.setdefault(key, []).append((question, fut))
+        with self.model_lock:
+            with self.waiting_lock:
+                batch = self.waiting.pop(key, [])
+            if len(batch) == 1:  # alone: the ordinary path, which also keeps the KV prefix for follow-ups
+                try:
+                    res = self._generate_locked(enc, [{"role": "user", "content": question}], gen, lambda d: None, None)
+                    batch[0][1].set_result({"answer": res["answer"], "batch": 1})
+                except Exception as e:
+                    batch[0][1].set_exception(e)
+            elif batch:  # else another thread already answered ours
+                try:
+                    answers = self.chat.ask_batch(enc.rows if enc is not None else None, [q for q, _ in batch], gen)
+                    self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
+                    for (_, f), a in zip(batch, answers):
+                        f.set_result({"answer": a, "batch": len(batch)})
+                except Exception as e:  # every waiting request learns of it
+                    for _, f in batch:
+                        f.set_exception(e)
+        return fut.result()
+
     def generate(self, enc: Encoded | None, messages: list[dict], gen: GenerationConfig, on_delta,
                  t_arrival: float | None = None) -> dict:
         """Run one completion under the model lock, calling ``on_delta(text)`` as text arrives.
         ``ttft_s`` is from ``t_arrival`` (the request's arrival; default now) to the first token."""
         with self.model_lock:
-            key = enc.key if enc is not None else "text"
-            conv = self.prefix.pop(key, None) or Conversation(visual=enc.rows if enc else None,
-                                                               frames=enc.info if enc else {})
-            self.prefix[key] = conv
-            while len(self.prefix) > self.cfg.prefix_cache_videos:
-                self.prefix.popitem(last=False)
-            *history, last = messages
-            conv.messages = [dict(m) for m in history]
-            users = [m for m in conv.messages if m["role"] == "user"]
-            if users:
-                users[0]["video"] = enc is not None
-            t0 = t_arrival if t_arrival is not None else time.perf_counter()
-            first: list[float] = []
-            n = 0
+            return self._generate_locked(enc, messages, gen, on_delta, t_arrival)
 
-            def on_token(_):
-                if not first:
-                    first.append(time.perf_counter() - t0)
+    def _generate_locked(self, enc, messages, gen, on_delta, t_arrival) -> dict:
+        """The body of ``generate``; the caller holds ``model_lock``."""
+        key = enc.key if enc is not None else "text"
+        conv = self.prefix.pop(key, None) or Conversation(visual=enc.rows if enc else None,
+                                                           frames=enc.info if enc else {})
+        self.prefix[key] = conv
+        while len(self.prefix) > self.cfg.prefix_cache_videos:
+            self.prefix.popitem(last=False)
+        *history, last = messages
+        conv.messages = [dict(m) for m in history]
+        users = [m for m in conv.messages if m["role"] == "user"]
+        if users:
+            users[0]["video"] = enc is not None
+        t0 = t_arrival if t_arrival is not None else time.perf_counter()
+        first: list[float] = []
+        n = 0
 
-            for delta in self.chat.ask_stream(conv, last["content"], gen, on_token=on_token):
-                n += 1
-                on_delta(delta)
-            st = conv.stats[-1]
-            return {"answer": conv.messages[-1]["content"], "ttft_s": first[0] if first else None, "prompt_tokens": st["prompt_tokens"],
-                    "reused_tokens": st["reused_tokens"], "completion_chunks": n}
+        def on_token(_):
+            if not first:
+                first.append(time.perf_counter() - t0)
+
+        for delta in self.chat.ask_stream(conv, last["content"], gen, on_token=on_token):
+            n += 1
+            on_delta(delta)
+        st = conv.stats[-1]
+        return {"answer": conv.messages[-1]["content"], "ttft_s": first[0] if first else None, "prompt_tokens": st["prompt_tokens"],
+                "reused_tokens": st["reused_tokens"], "completion_chunks": n}

@@ -189,3 +189,13 @@ def test_same_content_shares_the_cache_across_sources(server, synth_dir):
     first = ask(server, "file://" + vid, frames=3).json()["kangaroo"]["cached_video"]
     again = ask(server, data_url(vid), frames=3).json()["kangaroo"]["cached_video"]
     assert (first, again) == (False, True)
+
+
+def test_concurrent_same_video_questions_are_batched(server, synth_video):
+    url = "file://" + synth_video
+    qs = [f"Which object is on screen at {i} seconds?" for i in range(6)]
+    with cf.ThreadPoolExecutor(6) as ex:
+        res = list(ex.map(lambda q: ask(server, url, q, frames=5).json(), qs))
+    assert max(r["kangaroo"]["batch"] for r in res) >= 2  # some were decoded together
+    solo = [ask(server, url, q, frames=5).json()["choices"][0]["message"]["content"] for q in qs]
+    assert [r["choices"][0]["message"]["content"] for r in res] == solo  # batching changes no answer
