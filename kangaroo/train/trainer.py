@@ -46,10 +46,12 @@ def build_model(recipe: Recipe, previous: str | None = None):
     if init == "smol":
         model, tok = build_smol(tpe=recipe.tpe, seed=recipe.seed)
         return model, tok, SMOL_BASE
+    from ..model.hub import resolve_model_path
+    from ..model.weights import META
+
     model, tok = load_model(init, merge_lora=False)
-    base = SMOL_BASE if os.path.exists(os.path.join(init if os.path.isdir(init) else "", "kangaroo_meta.json")) \
-        or init == "kangaroo-smol" else None
-    return model, tok, base
+    compact = os.path.exists(os.path.join(resolve_model_path(init), META))
+    return model, tok, SMOL_BASE if compact else None
 
 
 def set_trainable(model, recipe: Recipe) -> None:
