@@ -3,7 +3,8 @@
     GET  /health                 liveness + model name + cache/queue figures
     GET  /v1/models              the served model
     POST /v1/chat/completions    OpenAI chat format; content parts {"type": "text"} and
-                                 {"type": "video_url", "video_url": {"url": ...}}; extra fields
+                                 {"type": "video_url", "video_url": {"url": ...}} or
+                                 {"type": "image_url", ...} (a one-frame video); extra fields
                                  frames / fps / start / end; "stream": true for SSE
     POST /v1/files               multipart upload -> {"id": "file-..."}; use it as
                                  "kangaroo-file://file-..." in a video_url
@@ -51,10 +52,15 @@ class VideoPart(BaseModel):
     video_url: VideoURL
 
 
+class ImagePart(BaseModel):
+    type: Literal["image_url"]
+    image_url: VideoURL  # an image is served as a one-frame video
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant"]
-    content: Union[str, list[Union[TextPart, VideoPart]]]
+    content: Union[str, list[Union[TextPart, VideoPart, ImagePart]]]
 
 
 class ChatRequest(BaseModel):
@@ -112,12 +118,13 @@ def split_messages(req: ChatRequest) -> tuple[str | None, list[dict]]:
             continue
         texts = []
         for part in m.content:
-            if isinstance(part, VideoPart):
+            if isinstance(part, (VideoPart, ImagePart)):
+                url = part.video_url.url if isinstance(part, VideoPart) else part.image_url.url
                 if m.role != "user":
-                    raise MediaError(400, "videos go in user messages")
-                if video is not None and part.video_url.url != video:
-                    raise MediaError(400, "one video per conversation is supported")
-                video = part.video_url.url
+                    raise MediaError(400, "videos and images go in user messages")
+                if video is not None and url != video:
+                    raise MediaError(400, "one video or image per conversation is supported")
+                video = url
             else:
                 texts.append(part.text)
         out.append({"role": m.role, "content": "\n".join(texts)})

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from ..model.chat import Conversation, GenerationConfig, KangarooChat
 from ..video import DecodeOptions, SamplingConfig, load_video, probe
+from ..video.image import is_image_file, load_image
 from .media import MediaError, MediaPolicy, resolve_video, sha256_file
 
 
@@ -147,10 +148,14 @@ class Engine:
             if hit is not None:
                 self.stats["visual_cache_hits"] += 1
                 return hit, True
-            info = probe(path)
-            if info.duration > self.cfg.max_duration_s:
-                raise MediaError(413, f"video is {info.duration:.0f}s long; the limit is {self.cfg.max_duration_s:.0f}s")
-            frames = load_video(path, sampling, DecodeOptions(max_side=max(448, self.chat.preprocess.size * 2)))
+            max_side = max(448, self.chat.preprocess.size * 2)
+            if is_image_file(path):  # image_url parts, or an image sent as a video: a one-frame video
+                frames = load_image(path, max_side)
+            else:
+                info = probe(path)
+                if info.duration > self.cfg.max_duration_s:
+                    raise MediaError(413, f"video is {info.duration:.0f}s long; the limit is {self.cfg.max_duration_s:.0f}s")
+                frames = load_video(path, sampling, DecodeOptions(max_side=max_side))
             rows, meta = self.chat.encode(frames)
             enc = Encoded(key, rows, meta, [{"t": round(float(t), 3), "thumb": _thumb(f)}
                                             for f, t in zip(frames.frames, frames.timestamps)])

@@ -143,6 +143,7 @@ class _PyAVPlan:
         self.skip = "DEFAULT"
         self.stats = {"backend": "pyav", "mode": opts.mode, "decoded": 0, "seeks": 0}
         w, h = output_size(info, opts)
+        self.scaler = av.video.reformatter.VideoReformatter()
         self.out_wh = (h, w) if info.rotation % 180 else (w, h)  # size before rotation
 
     def to_pts(self, t: float) -> int:
@@ -163,7 +164,8 @@ class _PyAVPlan:
 
     def convert(self, frame) -> np.ndarray:
         w, h = self.out_wh
-        img = frame.to_ndarray(format="rgb24", width=w, height=h)
+        # one swscale context reused for every frame (to_ndarray(width=...) builds one per call)
+        img = self.scaler.reformat(frame, width=w, height=h, format="rgb24").to_ndarray()
         k = (self.info.rotation // 90) % 4
         return np.ascontiguousarray(np.rot90(img, k)) if k else img
 
