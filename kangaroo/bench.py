@@ -45,6 +45,14 @@ def _serve(args) -> tuple[dict, str]:
     return report, format_serve(report)
 
 
+@BENCHMARKS.register("curate")
+def _curate(args) -> tuple[dict, str]:
+    from .data.bench import bench_curate, format_curate
+
+    report = bench_curate(workdir=args.workdir, quick=args.quick, repeats=args.repeats, progress=not args.json)
+    return report, format_curate(report)
+
+
 def add_bench_args(p) -> None:
     p.add_argument("name", choices=BENCHMARKS.names())
     p.add_argument("--json", action="store_true", help="print the report as JSON")

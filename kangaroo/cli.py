@@ -213,6 +213,31 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_curate(args) -> int:
+    from .data import CurateConfig, curate
+
+    cfg = CurateConfig.load(args.config) if args.config else CurateConfig()
+    if args.no_captions:
+        cfg.captioners = []
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), end="")
+        return 0
+    if not args.input or not args.out:
+        raise ValueError("curate needs INPUT and --out DIR")
+    report = curate(args.input, args.out, cfg, executor=args.executor, workers=args.workers, threads=args.threads,
+                    progress=not args.json, restart=args.restart)
+    if args.json:
+        _print_json(report)
+    else:
+        from .data.report import format_report
+
+        print(format_report(report))
+        print(f"manifest: {os.path.join(args.out, 'manifest.jsonl')}  rejects: {os.path.join(args.out, 'rejects.jsonl')}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
@@ -325,6 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("curate", help="curate videos/images into a training manifest (resumable; local or Ray)")
+    p.add_argument("input", nargs="?", help="a folder, a glob, a list file (.txt) or a JSON/JSONL of records")
+    p.add_argument("--out", help="output folder (rerun the same command to resume)")
+    p.add_argument("--config", help="a YAML curate config (see --print-config for every key and default)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--workers", type=int, default=1, help="worker processes / Ray actors (0: inline, no isolation)")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker (decode, OCR, torch)")
+    p.add_argument("--no-captions", action="store_true", help="filters only: skip captioning")
+    p.add_argument("--restart", action="store_true", help="discard a previous run in --out")
+    p.add_argument("--print-config", action="store_true", help="print the effective config as YAML and exit")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_curate)
 
     p = sub.add_parser("bench", help="benchmarks that measure a ratio against a baseline")
     from .bench import add_bench_args

@@ -12,3 +12,16 @@ def test_bench_decode_quick_json(tmp_path):
     assert [c["frames"] for c in rep["cases"]] == [8, 16, 64, 160]
     assert all("ratio" in c and c["results"]["ours"]["peak_mb"] >= 0 for c in rep["cases"])
     assert "decode_all" in rep["methods"]
+
+
+def test_bench_curate_quick_json(tmp_path):
+    """The curation benchmark reports filters against their decode and real-time factors (no timing asserted)."""
+    r = subprocess.run([sys.executable, "-m", "kangaroo.cli", "bench", "curate", "--quick", "--repeats", "1", "--json",
+                        "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    v = rep["videos"][0]
+    assert v["size"] == "640x360" and v["cuts"] == 5  # the generated shots, found frame-accurately
+    assert v["filters_own_decode_s"] > 0 and v["filters_vs_their_decode"] > 0
+    assert set(v["per_filter_vs_decode"]) == {"text_coverage", "face_coverage", "motion"}
+    assert {"decode", "scenes", "text_coverage", "face_coverage", "motion", "keyframes"} <= set(rep["stages"])

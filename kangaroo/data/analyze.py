@@ -49,6 +49,8 @@ def make_detector(cfg: ScenesConfig, fps: float):
     """A PySceneDetect detector by name, with ``min_scene_s`` as its minimum shot length."""
     from scenedetect import AdaptiveDetector, ContentDetector, HistogramDetector, ThresholdDetector
 
+    if cfg.detector == "none":  # the benchmark's baseline: frames converted, nothing detected
+        return _NoDetector()
     min_len = max(1, int(round(cfg.min_scene_s * max(fps, 1.0))))
     kinds = {"content": ContentDetector, "adaptive": AdaptiveDetector, "threshold": ThresholdDetector,
              "histogram": HistogramDetector}
@@ -58,6 +60,14 @@ def make_detector(cfg: ScenesConfig, fps: float):
     if cfg.threshold is not None:
         kw["adaptive_threshold" if cfg.detector == "adaptive" else "threshold"] = cfg.threshold
     return kinds[cfg.detector](**kw)
+
+
+class _NoDetector:
+    def process_frame(self, timecode, frame_img) -> list:
+        return []
+
+    def post_process(self, timecode) -> list:
+        return []
 
 
 def _scaled(w: int, h: int, side: int) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from ..dataclass_io import strict_from_dict
 class ScenesConfig:
     """Stage 2: shot boundaries with a PySceneDetect detector, then clip-length bounds."""
 
-    detector: str = "content"  # content | adaptive | threshold | histogram (PySceneDetect's)
+    detector: str = "content"  # content | adaptive | threshold | histogram (PySceneDetect's); none = no cuts
     threshold: float | None = None  # the detector's own threshold; None = PySceneDetect's default
     min_scene_s: float = 0.6  # no two cuts closer than this (PySceneDetect min_scene_len)
     analysis_width: int = 256  # frames are scaled to this width (in swscale) for detection
@@ -80,7 +80,8 @@ class RefineConfig:
     min_words: int = 4  # fewer words after refinement: rejected
     min_unique_ratio: float = 0.3  # unique words / words below this: degenerate (a loop), rejected
     boilerplate: list[str] = field(default_factory=lambda: [
-        "the video shows", "the video depicts", "in this video,", "this video shows", "the image shows",
+        "the video clip shows", "the video clip is", "the video clip depicts", "this video clip shows",
+        "the clip shows", "this clip shows", "the video shows", "the video depicts", "in this video,", "this video shows", "the image shows",
         "the image depicts", "this image shows", "in this image,", "the frame shows", "this frame shows",
         "in this frame,", "the scene shows", "here is a description of the video:", "sure!", "sure,",
     ])
@@ -112,8 +113,8 @@ class CurateConfig:
     max_duration_s: float = 4 * 3600.0
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     filters: list[FilterConfig] = field(default_factory=lambda: [
-        FilterConfig("text_coverage", every_s=2.0, side=320, max=0.10),
-        FilterConfig("face_coverage", every_s=2.0, side=320, max=0.05),
+        FilterConfig("text_coverage", every_s=3.0, side=320, max=0.10),
+        FilterConfig("face_coverage", every_s=2.0, side=256, max=0.05),
         FilterConfig("motion", every_s=1.0, side=160, min=0.15),
     ])
     keyframes: KeyframesConfig = field(default_factory=KeyframesConfig)

@@ -76,8 +76,8 @@ def _box_area_fraction(boxes, h: int, w: int) -> float:
 
 @FILTERS.register("text_coverage")
 class TextCoverage(FrameFilter):
-    """PP-OCR text detection (the ONNX model that ships in the rapidocr wheel), each candidate box
-    confirmed by PP-OCR text recognition through RapidOCR.
+    """PP-OCR text detection, each candidate box confirmed by PP-OCR text recognition (both the
+    ONNX models that ship in the rapidocr wheel, run with ONNX Runtime).
 
     The detector's probability map is thresholded (``thresh``), its connected regions with a mean
     probability >= ``box_thresh`` are grown by DB's unclip distance (area * ``unclip`` / perimeter),
@@ -89,34 +89,45 @@ class TextCoverage(FrameFilter):
 
     @staticmethod
     def default_params() -> dict:
-        return {"reduce": "mean", "thresh": 0.3, "box_thresh": 0.6, "unclip": 1.5, "min_area": 24,
+        return {"reduce": "mean", "thresh": 0.3, "box_thresh": 0.6, "unclip": 1.5, "min_box": 0.002,
                 "text_score": 0.5, "min_chars": 2, "max_height": 0.3, "verify": True, "threads": 1}
 
     def __init__(self, cfg: FilterConfig):
         super().__init__(cfg)
         import glob
         import importlib.util
-        import logging
 
         import onnxruntime as ort
-        from rapidocr import RapidOCR
 
         spec = importlib.util.find_spec("rapidocr")
-        models = sorted(glob.glob(os.path.join(spec.submodule_search_locations[0], "models", "*det*.onnx")))
-        if not models:
-            raise RuntimeError("no PP-OCR detection model in the rapidocr package (reinstall rapidocr)")
+        if spec is None:
+            raise RuntimeError("text_coverage needs the rapidocr package (its wheel ships the PP-OCR models)")
+        models = os.path.join(spec.submodule_search_locations[0], "models")
+        det, rec = sorted(glob.glob(os.path.join(models, "*det*.onnx"))), sorted(glob.glob(os.path.join(models, "*rec*.onnx")))
+        if not det or not rec:
+            raise RuntimeError(f"no PP-OCR detection/recognition model in {models} (reinstall rapidocr)")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(self.params["threads"])
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self.det = ort.InferenceSession(models[-1], opts, providers=["CPUExecutionProvider"])
-        self.det_input = self.det.get_inputs()[0].name
-        self.rec = RapidOCR(params={"Global.log_level": "error",
-                                    "EngineConfig.onnxruntime.intra_op_num_threads": int(self.params["threads"]),
-                                    "EngineConfig.onnxruntime.inter_op_num_threads": 1}) if self.params["verify"] else None
-        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        self.det = ort.InferenceSession(det[-1], opts, providers=["CPUExecutionProvider"])
+        self.rec = ort.InferenceSession(rec[-1], opts, providers=["CPUExecutionProvider"])
+        self.det_input, self.rec_input = self.det.get_inputs()[0].name, self.rec.get_inputs()[0].name
         self.mean = np.array([0.485, 0.456, 0.406], np.float32)
         self.std = np.array([0.229, 0.224, 0.225], np.float32)
+
+    def read(self, crop: np.ndarray) -> tuple[int, float]:
+        """(characters read, mean confidence) for an RGB crop: PP-OCR recognition, greedy CTC.
+        Only the count and the confidence matter here, so no character dictionary is needed."""
+        import cv2
+
+        h, w = crop.shape[:2]
+        W = int(min(48 * 32, max(16, np.ceil(48 * w / max(h, 1) / 8) * 8)))
+        x = cv2.resize(crop[:, :, ::-1], (W, 48), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        probs = self.rec.run(None, {self.rec_input: ((x - 0.5) / 0.5).transpose(2, 0, 1)[None]})[0][0]  # [T, classes]
+        idx, conf = probs.argmax(1), probs.max(1)
+        keep = [c for k, (i, c) in enumerate(zip(idx, conf)) if i != 0 and (k == 0 or idx[k - 1] != i)]  # 0 = blank
+        return len(keep), float(np.mean(keep)) if keep else 0.0
 
     def boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Text boxes (x0, y0, x1, y1) in ``frame`` coordinates."""
@@ -133,8 +144,8 @@ class TextCoverage(FrameFilter):
         sx, sy = w / W, h / H
         for i in range(1, n):
             x0, y0, bw, bh, area = (int(v) for v in stats[i])
-            if area < self.params["min_area"]:
-                continue
+            if area < self.params["min_box"] * W * H:
+                continue  # too small to matter for coverage: not worth reading
             region = labels[y0:y0 + bh, x0:x0 + bw] == i
             if float(prob[y0:y0 + bh, x0:x0 + bw][region].mean()) < self.params["box_thresh"]:
                 continue
@@ -143,11 +154,9 @@ class TextCoverage(FrameFilter):
                    min(w, int(np.ceil((x0 + bw + d) * sx))), min(h, int(np.ceil((y0 + bh + d) * sy))))
             if box[2] - box[0] < 4 or box[3] - box[1] < 4 or bh * sy > self.params["max_height"] * h:
                 continue  # a text line is not taller than max_height of the frame: a blob, not text
-            if self.rec is not None:
-                crop = np.ascontiguousarray(frame[box[1]:box[3], box[0]:box[2], ::-1])
-                res = self.rec(crop, use_det=False, use_cls=False, use_rec=True)
-                text = "".join(res.txts or ()).strip()
-                if not res.scores or max(res.scores) < self.params["text_score"] or len(text) < self.params["min_chars"]:
+            if self.params["verify"]:
+                chars, score = self.read(frame[box[1]:box[3], box[0]:box[2]])
+                if score < self.params["text_score"] or chars < self.params["min_chars"]:
                     continue
             out.append(box)
         return out
@@ -161,8 +170,8 @@ class TextCoverage(FrameFilter):
 class FaceCoverage(FrameFilter):
     @staticmethod
     def default_params() -> dict:
-        return {"reduce": "mean", "detector": "haar", "scale_factor": 1.15, "min_neighbors": 5,
-                "min_size": 0.1, "profile": False}
+        return {"reduce": "mean", "detector": "haar", "scale_factor": 1.2, "min_neighbors": 5,
+                "min_size": 0.15, "profile": False}
 
     def __init__(self, cfg: FilterConfig):
         super().__init__(cfg)

@@ -20,8 +20,9 @@ import re
 
 from .config import CategoryConfig, RefineConfig
 
-_SENT = re.compile(r"(?<=[.!?。！？])\s+|\n+")
-_WORD = re.compile(r"[\w']+", re.UNICODE)
+_SENT = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+")
+_CJK = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af"
+_WORD = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+(?:'[^\\W{_CJK}]+)?")  # a CJK character counts as a word
 
 
 def sentences(text: str) -> list[str]:
@@ -61,7 +62,7 @@ def refine_caption(text: str, cfg: RefineConfig) -> tuple[str, dict]:
             dropped += 1
             continue
         kept.append(s if s.endswith((".", "!", "?", "。", "！", "？")) else s + ".")
-    out = " ".join(kept)
+    out = "".join(k if i == 0 or kept[i - 1].endswith(("。", "！", "？")) else " " + k for i, k in enumerate(kept))
     w = words(out)
     stats = {"sentences_in": len(sentences(text)), "sentences_kept": len(kept), "repeats_dropped": dropped,
              "words": len(w)}

@@ -56,7 +56,8 @@ def finalize(cfg: CurateConfig, out: str, items: list[dict], done: dict[str, dic
         kept, dropped, bal = balance(manifest, cfg.category)
         keep_ids = {r["id"] for r in kept}
         manifest = [r for r in manifest if r["id"] in keep_ids]  # input order, not balance order
-        rejects += [{**r, "stage": "balance", "reason": "category_balance",
+        rejects += [{**r, "level": "image" if r.get("kind") == "image" else "clip", "stage": "balance",
+                     "reason": "category_balance",
                      "detail": f"category {r['category']!r} above its target share"} for r in dropped]
     _write_jsonl(os.path.join(out, "manifest.jsonl"), manifest)
     parquet = _write_parquet(os.path.join(out, "manifest.parquet"), manifest)

@@ -155,6 +155,11 @@ def _run_one(item: dict) -> dict:
     import math
     import signal
 
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # e.g. a Ray actor's thread: deadline only
+        return _Worker.pipeline.process(item)
+
     def _alarm(*_):
         raise TimeoutError("input time limit")
 
@@ -223,18 +228,27 @@ def run_ray(cfg: CurateConfig, out: str, items: list[dict], workers: int, thread
     """Ray Data: actors each hold a Pipeline; on a laptop, actors ask for 0.5 CPU so that they fit."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True, configure_logging=False)
     rows = [{"source": it["source"], "index": it["index"],
              "extra": json.dumps({k: v for k, v in it.items() if k not in ("source", "index")})} for it in items]
     if not rows:
         return
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map_batches(RayPipeline, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "out": out, "threads": threads},
-                        batch_size=1, concurrency=max(1, workers), num_cpus=0.5)
-    for row in ds.iter_rows():
-        yield json.loads(row["result"])
+    started = not ray.is_initialized()
+    if started:  # no cluster to join (RAY_ADDRESS unset): a local instance for this run
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts videos
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        ds = ds.map_batches(RayPipeline, fn_constructor_kwargs={"cfg_dict": cfg.to_dict(), "out": out,
+                                                                "threads": threads},
+                            batch_size=1, concurrency=max(1, workers), num_cpus=0.5)
+        for row in ds.iter_rows():
+            yield json.loads(row["result"])
+    finally:
+        if started:
+            ray.shutdown()
 
 
 # ---- the run -------------------------------------------------------------------------------------

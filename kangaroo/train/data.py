@@ -36,6 +36,7 @@ class Sample:
     media: str | None  # a video or image path
     is_image: bool
     messages: list[dict]  # [{"role", "content", "video"?}]
+    span: tuple[float, float] | None = None  # a clip of the video: [start, end) seconds
 
 
 def read_records(path: str) -> list[dict]:
@@ -77,7 +78,16 @@ def to_samples(src: DataSource) -> list[Sample]:
             out.append(Sample(_abs(root, r["video"]), False, [
                 {"role": "user", "content": r["question"], "video": True},
                 {"role": "assistant", "content": r["answer"]}]))
-        else:  # captions / manifest
+        elif src.format == "manifest":  # kangaroo curate: clips (video + start/end) and images
+            if not r.get("caption"):
+                continue  # a filter-only curation row has no caption to learn
+            image = r.get("kind") == "image" or ("image" in r and "video" not in r)
+            span = (float(r["start"]), float(r["end"])) if not image and r.get("end") is not None else None
+            prompt = "Describe the image." if image else "Describe the video."
+            out.append(Sample(_abs(root, r.get("image") if image else (r.get("video") or r.get("clip"))), image, [
+                {"role": "user", "content": prompt, "video": True},
+                {"role": "assistant", "content": r["caption"]}], span))
+        else:  # captions
             out.append(Sample(_abs(root, r.get("video") or r.get("clip")), False, [
                 {"role": "user", "content": "Describe the video.", "video": True},
                 {"role": "assistant", "content": r["caption"]}]))
@@ -99,9 +109,10 @@ def tokenize(builder: PromptBuilder, messages: list[dict], n_visual: int) -> tup
     return ids, labels
 
 
-def stage_sampling(recipe: Recipe) -> SamplingConfig:
+def stage_sampling(recipe: Recipe, span: tuple[float, float] | None = None) -> SamplingConfig:
+    start, end = span if span is not None else (None, None)
     return SamplingConfig(sampler="dynamic", min_frames=recipe.min_frames, max_frames=recipe.max_frames,
-                          seconds_per_frame=recipe.seconds_per_frame)
+                          seconds_per_frame=recipe.seconds_per_frame, start=start, end=end)
 
 
 @dataclass
@@ -123,8 +134,9 @@ def load_media(sample: Sample, recipe: Recipe, patch: int) -> tuple[torch.Tensor
         with Image.open(sample.media) as im:
             frames = np.asarray(im.convert("RGB"))[None]
         return preprocess_frames(frames, pre), torch.zeros(1)
-    f = load_video(sample.media, stage_sampling(recipe), DecodeOptions(max_side=max(2 * recipe.image_size, 224)))
-    return preprocess_frames(f.frames, pre), torch.as_tensor(f.timestamps, dtype=torch.float32)
+    f = load_video(sample.media, stage_sampling(recipe, sample.span), DecodeOptions(max_side=max(2 * recipe.image_size, 224)))
+    ts = f.timestamps - (sample.span[0] if sample.span else 0.0)  # a clip's time starts at 0, like a video's
+    return preprocess_frames(f.frames, pre), torch.as_tensor(ts, dtype=torch.float32)
 
 
 def encode_sample(sample: Sample, recipe: Recipe, builder: PromptBuilder, config) -> Encoded:
