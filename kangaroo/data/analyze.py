@@ -2,9 +2,10 @@
 
 Cut detection has to see every frame, so the pass decodes the whole video once (PyAV,
 in presentation order). Each frame is scaled in swscale to the detector's small width
-and handed to a PySceneDetect detector; at each filter's sampling times the same
-decoded frame is also scaled to that filter's size and scored on the spot (the motion
-filter also gets the next frame). Only scalar scores are kept, so memory does not grow
+and handed to a PySceneDetect detector; at each filter's sampling times (every
+``every_s`` seconds, and right after every detected cut, so each shot is sampled) the
+same decoded frame is also scaled to that filter's size and scored on the spot (the
+motion filter also gets the next frame). Only scalar scores are kept, so memory does not grow
 with the video's length, and no frame is decoded twice for the filters.
 
 Frame indices count decoded frames from 0; ``pts[i]`` is frame i's presentation time
@@ -111,7 +112,8 @@ def analyze(info: VideoInfo, scenes: ScenesConfig, filters: list[FrameFilter], d
     pts: list[float] = []
     cuts: list[int] = []
     samples: dict[str, list[tuple[int, float]]] = {f.cfg.name: [] for f in filters}
-    next_t = [f.cfg.every_s / 2 for f in filters]  # sample mid-interval: [0.5, 1.5, ...] x every_s
+    next_t = [min(f.cfg.every_s / 2, 0.5) for f in filters]  # the first sample early, then every every_s
+    last_sample = [-1] * len(filters)
     pending: list[tuple[int, int, np.ndarray, float]] = []  # (filter #, frame index, frame, t) awaiting the next frame
     fps = info.fps or 25.0
     detector = make_detector(scenes, fps)
@@ -147,6 +149,9 @@ def analyze(info: VideoInfo, scenes: ScenesConfig, filters: list[FrameFilter], d
             for tc in detector.process_frame(FrameTimecode(i, fps), small):
                 if tc.frame_num > 0:
                     cuts.append(int(tc.frame_num))
+                    for k in range(len(filters)):  # a new shot: every filter samples it now
+                        if last_sample[k] < tc.frame_num:
+                            next_t[k] = min(next_t[k], t)
             seconds["scenes"] += time.perf_counter() - t_start
             # filters whose previous sample waited for this frame
             for k, j, img, tj in pending:
@@ -159,8 +164,8 @@ def analyze(info: VideoInfo, scenes: ScenesConfig, filters: list[FrameFilter], d
             for k, f in enumerate(filters):
                 if t + 1e-9 < next_t[k]:
                     continue
-                while next_t[k] <= t + 1e-9:
-                    next_t[k] += f.cfg.every_s
+                next_t[k] = t + f.cfg.every_s
+                last_sample[k] = i
                 t_start = time.perf_counter()
                 img = convert(frame, f.cfg.side)
                 if f.needs_next:

@@ -170,7 +170,7 @@ class TextCoverage(FrameFilter):
 class FaceCoverage(FrameFilter):
     @staticmethod
     def default_params() -> dict:
-        return {"reduce": "mean", "detector": "haar", "scale_factor": 1.2, "min_neighbors": 5,
+        return {"reduce": "mean", "detector": "haar", "scale_factor": 1.2, "min_neighbors": 7,
                 "min_size": 0.15, "profile": False}
 
     def __init__(self, cfg: FilterConfig):

@@ -6,7 +6,10 @@ has a ``kind`` whose ground truth the filters must recover:
 - ``moving``: textured background panning and shapes moving (real motion, no text, no face)
 - ``static``: one still picture for the whole shot (no motion)
 - ``text``:   moving content under a large burned-in text block (high text coverage)
-- ``face``:   a real face photograph (scikit-image's astronaut, when installed) drifting slowly
+- ``subtitle``: moving content with one subtitle line at the bottom (low text coverage)
+- ``face``:   a real face photograph (scikit-image's astronaut, when installed) filling the frame's
+  height, drifting slowly (a face-dominated shot)
+- ``smallface``: the same face at a quarter of the frame's height over moving content
 
 The returned ground truth lists each shot's first frame index, so cut detection can be
 checked frame-accurately.
@@ -23,7 +26,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-KINDS = ("moving", "static", "text", "face")
+KINDS = ("moving", "static", "text", "subtitle", "face", "smallface")
 
 
 @dataclass
@@ -88,14 +91,36 @@ def _text(rng, w, h, n, fps):
         yield img
 
 
-def _face(rng, w, h, n, fps):
+def _subtitle(rng, w, h, n, fps):
+    font = ImageFont.load_default(size=max(10, h // 18))
+    lines = ["and then we went down to the river", "where the old bridge used to stand"]
+    for i, img in enumerate(_moving(rng, w, h, n, fps)):
+        d = ImageDraw.Draw(img)
+        d.text((w * 0.2, h * 0.86), lines[(i // int(2 * fps)) % 2], fill=(255, 255, 255), font=font,
+               stroke_width=2, stroke_fill=(0, 0, 0))
+        yield img
+
+
+def _face_image(side: int) -> Image.Image:
     p = astronaut_path()
     if p is None:
-        raise RuntimeError("the face shot needs scikit-image's astronaut photo: pip install --no-deps scikit-image")
+        raise RuntimeError("the face shots need scikit-image's astronaut photo: pip install --no-deps scikit-image")
     with Image.open(p) as im:
         face = im.convert("RGB").crop((120, 0, 320, 200))  # the astronaut's head and shoulders
+    return face.resize((side, side), Image.BICUBIC)
+
+
+def _smallface(rng, w, h, n, fps):
+    side = int(h * 0.25)
+    face = _face_image(side)
+    for i, img in enumerate(_moving(rng, w, h, n, fps)):
+        img.paste(face, (int(w * 0.6 + 0.05 * w * math.sin(i / fps)), int(h * 0.3)))
+        yield img
+
+
+def _face(rng, w, h, n, fps):
     side = int(h * 0.9)
-    face = face.resize((side, side), Image.BICUBIC)
+    face = _face_image(side)
     bg = tuple(int(c) for c in rng.integers(0, 80, 3))
     for i in range(n):
         t = i / fps
@@ -105,7 +130,8 @@ def _face(rng, w, h, n, fps):
         yield img
 
 
-_RENDER = {"moving": _moving, "static": _static, "text": _text, "face": _face}
+_RENDER = {"moving": _moving, "static": _static, "text": _text, "subtitle": _subtitle, "face": _face,
+           "smallface": _smallface}
 
 
 def write_shots(path: str | os.PathLike, shots: list[Shot], width: int = 640, height: int = 360, fps: float = 25.0,

@@ -199,3 +199,24 @@ def test_concurrent_same_video_questions_are_batched(server, synth_video):
     assert max(r["kangaroo"]["batch"] for r in res) >= 2  # some were decoded together
     solo = [ask(server, url, q, frames=5).json()["choices"][0]["message"]["content"] for q in qs]
     assert [r["choices"][0]["message"]["content"] for r in res] == solo  # batching changes no answer
+
+
+def test_image_url_is_a_one_frame_video(server):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((48, 64, 3), 200, np.uint8)).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                         {"type": "text", "text": "What is this?"}]}]
+    r = httpx.post(server.url + "/v1/chat/completions", json={"messages": msgs, "max_tokens": 4, "temperature": 0},
+                   timeout=120)
+    assert r.status_code == 200, r.text
+    assert [f["t"] for f in r.json()["kangaroo"]["frames"]] == [0.0]
+    bad = "data:image/png;base64," + base64.b64encode(b"\x89PNG broken").decode()
+    msgs[0]["content"][0]["image_url"]["url"] = bad
+    r = httpx.post(server.url + "/v1/chat/completions", json={"messages": msgs, "max_tokens": 4}, timeout=120)
+    assert r.status_code == 400, r.text
