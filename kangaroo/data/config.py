@@ -113,7 +113,7 @@ class CurateConfig:
     max_duration_s: float = 4 * 3600.0
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
     filters: list[FilterConfig] = field(default_factory=lambda: [
-        FilterConfig("text_coverage", every_s=3.0, side=320, max=0.10),
+        FilterConfig("text_coverage", every_s=3.0, side=256, max=0.10),
         FilterConfig("face_coverage", every_s=2.0, side=256, max=0.05),
         FilterConfig("motion", every_s=1.0, side=160, min=0.15),
     ])

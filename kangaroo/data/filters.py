@@ -116,18 +116,27 @@ class TextCoverage(FrameFilter):
         self.mean = np.array([0.485, 0.456, 0.406], np.float32)
         self.std = np.array([0.229, 0.224, 0.225], np.float32)
 
-    def read(self, crop: np.ndarray) -> tuple[int, float]:
-        """(characters read, mean confidence) for an RGB crop: PP-OCR recognition, greedy CTC.
-        Only the count and the confidence matter here, so no character dictionary is needed."""
+    def read(self, crops: list[np.ndarray]) -> list[tuple[int, float]]:
+        """(characters read, mean confidence) per RGB crop: PP-OCR recognition in one batch (crops
+        resized to height 48 and right-padded to the widest), greedy CTC decoding. Only the count
+        and the confidence matter here, so no character dictionary is needed."""
         import cv2
 
-        h, w = crop.shape[:2]
-        W = int(min(48 * 32, max(16, np.ceil(48 * w / max(h, 1) / 8) * 8)))
-        x = cv2.resize(crop[:, :, ::-1], (W, 48), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
-        probs = self.rec.run(None, {self.rec_input: ((x - 0.5) / 0.5).transpose(2, 0, 1)[None]})[0][0]  # [T, classes]
-        idx, conf = probs.argmax(1), probs.max(1)
-        keep = [c for k, (i, c) in enumerate(zip(idx, conf)) if i != 0 and (k == 0 or idx[k - 1] != i)]  # 0 = blank
-        return len(keep), float(np.mean(keep)) if keep else 0.0
+        if not crops:
+            return []
+        widths = [int(min(48 * 32, max(16, np.ceil(48 * c.shape[1] / max(c.shape[0], 1) / 8) * 8))) for c in crops]
+        batch = np.zeros((len(crops), 3, 48, max(widths)), np.float32)
+        for k, (c, w) in enumerate(zip(crops, widths)):
+            x = cv2.resize(c[:, :, ::-1], (w, 48), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+            batch[k, :, :, :w] = ((x - 0.5) / 0.5).transpose(2, 0, 1)
+        probs = self.rec.run(None, {self.rec_input: batch})[0]  # [N, T, classes]
+        out = []
+        for k, w in enumerate(widths):
+            p = probs[k, : max(1, int(np.ceil(probs.shape[1] * w / batch.shape[3])))]  # this crop's time steps
+            idx, conf = p.argmax(1), p.max(1)
+            keep = [c for t, (i, c) in enumerate(zip(idx, conf)) if i != 0 and (t == 0 or idx[t - 1] != i)]  # 0 = blank
+            out.append((len(keep), float(np.mean(keep)) if keep else 0.0))
+        return out
 
     def boxes(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Text boxes (x0, y0, x1, y1) in ``frame`` coordinates."""
@@ -154,11 +163,11 @@ class TextCoverage(FrameFilter):
                    min(w, int(np.ceil((x0 + bw + d) * sx))), min(h, int(np.ceil((y0 + bh + d) * sy))))
             if box[2] - box[0] < 4 or box[3] - box[1] < 4 or bh * sy > self.params["max_height"] * h:
                 continue  # a text line is not taller than max_height of the frame: a blob, not text
-            if self.params["verify"]:
-                chars, score = self.read(frame[box[1]:box[3], box[0]:box[2]])
-                if score < self.params["text_score"] or chars < self.params["min_chars"]:
-                    continue
             out.append(box)
+        if self.params["verify"] and out:
+            reads = self.read([frame[b[1]:b[3], b[0]:b[2]] for b in out])
+            out = [b for b, (chars, score) in zip(out, reads)
+                   if score >= self.params["text_score"] and chars >= self.params["min_chars"]]
         return out
 
     def score_frame(self, frame, nxt=None, dt=None) -> float:
