@@ -33,7 +33,7 @@ def _model(args) -> tuple[dict, str]:
 def _pack(args) -> tuple[dict, str]:
     from .train.bench import bench_pack, format_pack
 
-    report = bench_pack(progress=not args.json)
+    report = bench_pack(mixes=("short",) if args.quick else ("short", "long"), progress=not args.json)
     return report, format_pack(report)
 
 

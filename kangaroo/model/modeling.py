@@ -14,9 +14,10 @@ tensors in which a negative id ``-(k+1)`` stands for row ``k`` of the batch's vi
 rows (video blocks concatenated in order): the embedding step swaps them in. Marker
 embeddings are learned vectors outside the vocabulary, so no text can produce them.
 
-Packing: ``segment_ids`` [B, L] (0 = padding, 1.. = sample) build a block-diagonal
-causal mask and position ids that restart per sample, so a packed row computes
-exactly what its samples compute alone.
+Packing: ``segment_ids`` [B, L] (0 = padding, 1.. = sample) give position ids that
+restart per sample and keep attention inside each sample (one causal SDPA call per
+sample, ``attention.py``; a dense block-diagonal mask for other attention
+implementations), so a packed row computes exactly what its samples compute alone.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaForCausalLM, PreTrainedModel
 
+from . import attention as packed_attention
 from .config import KangarooConfig
 from .patchify import SpatialTemporalPatchify
 from .projector import build_projector
@@ -54,6 +56,9 @@ class KangarooForConditionalGeneration(PreTrainedModel):
         self.mm_projector = build_projector(config.projector_type, v.width, d)
         self.markers = nn.Parameter(torch.zeros(4, d))
         self.language_model = LlamaForCausalLM(config.text_config)
+        if self.language_model.config._attn_implementation in (None, "sdpa"):
+            # the same SDPA, plus a variable-length path for packed rows (kangaroo/model/attention.py)
+            self.language_model.config._attn_implementation = packed_attention.NAME
         if config.tie_word_embeddings:
             self._tied_weights_keys = {"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"}
         self.post_init()
@@ -171,11 +176,17 @@ class KangarooForConditionalGeneration(PreTrainedModel):
         allowed |= torch.eye(L, dtype=torch.bool, device=segment_ids.device)
         mask = torch.zeros(B, 1, L, L, dtype=dtype, device=segment_ids.device)
         mask.masked_fill_(~allowed[:, None], torch.finfo(dtype).min)
+        return mask, KangarooForConditionalGeneration.packed_positions(segment_ids)
+
+    @staticmethod
+    def packed_positions(segment_ids: torch.Tensor) -> torch.Tensor:
+        """Position ids [B, L] that restart at 0 at the start of every sample."""
+        B, L = segment_ids.shape
         starts = torch.ones_like(segment_ids, dtype=torch.bool)
         starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
         idx = torch.arange(L, device=segment_ids.device).expand(B, L)
         first = torch.cummax(torch.where(starts, idx, torch.zeros_like(idx)), dim=1).values
-        return mask, idx - first
+        return idx - first
 
     def forward(self, input_ids: torch.Tensor, videos: list | None = None, visual: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
@@ -191,11 +202,16 @@ class KangarooForConditionalGeneration(PreTrainedModel):
         if visual is None and videos:
             visual = self.visual_rows(videos)
         x = self.embed(input_ids, visual)
-        if segment_ids is not None:
-            attention_mask, position_ids = self.packing_mask(segment_ids, x.dtype)
         llm = self.llm()
+        extra = {}
+        if segment_ids is not None:
+            if llm.config._attn_implementation == packed_attention.NAME:  # no mask: one causal call per sample
+                position_ids = self.packed_positions(segment_ids)
+                extra["kangaroo_segments"] = packed_attention.segments_of(segment_ids)
+            else:  # eager or another implementation: the dense block-diagonal mask
+                attention_mask, position_ids = self.packing_mask(segment_ids, x.dtype)
         out = llm.model(inputs_embeds=x, attention_mask=attention_mask, position_ids=position_ids,
-                        past_key_values=past_key_values, use_cache=use_cache)
+                        past_key_values=past_key_values, use_cache=use_cache, **extra)
         h = out.last_hidden_state
         head = llm.lm_head
         if labels is None:

@@ -135,8 +135,44 @@ def _sample(tiny, t, n_text, seed):
     return ids, labels, video
 
 
-def test_packed_forward_equals_separate(tiny):
-    """Loss and gradients of a packed row equal the sum over the samples run alone."""
+@pytest.mark.parametrize("impl,checkpointing", [("kangaroo_packed_sdpa", False), ("kangaroo_packed_sdpa", True),
+                                                ("sdpa", False), ("eager", False)])
+def test_packed_forward_equals_separate(tiny, impl, checkpointing):
+    """Loss and gradients of a packed row equal the sum over the samples run alone: with the
+    per-sample (variable-length) attention path, and with the dense block-diagonal mask."""
+    from kangaroo.model.attention import NAME
+
+    cfg = tiny.language_model.config
+    assert cfg._attn_implementation == NAME  # the default
+    cfg._attn_implementation = impl
+    if checkpointing:
+        tiny.gradient_checkpointing_enable()
+    try:
+        _packed_equals_separate(tiny)
+    finally:
+        cfg._attn_implementation = NAME
+        if checkpointing:
+            tiny.gradient_checkpointing_disable()
+
+
+def test_packed_attention_pads_and_rows():
+    """Two rows with padding in the middle and at the end: spans and zeros where no span is."""
+    from kangaroo.model.attention import packed_sdpa_attention, segments_of
+
+    seg = torch.tensor([[1, 1, 2, 2, 2, 0], [0, 3, 3, 3, 4, 0]])
+    spans = segments_of(seg)
+    assert spans == [(0, 0, 2), (0, 2, 5), (1, 1, 4), (1, 4, 5)]
+    q, k, v = torch.randn(2, 4, 6, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8)
+    mod = torch.nn.Module()
+    out, _ = packed_sdpa_attention(mod, q, k, v, None, kangaroo_segments=spans)
+    assert out.shape == (2, 6, 4, 8)
+    assert out[0, 5].abs().sum() == 0 and out[1, 0].abs().sum() == 0 and out[1, 5].abs().sum() == 0
+    kk, vv = k.repeat_interleave(2, 1), v.repeat_interleave(2, 1)
+    ref = torch.nn.functional.scaled_dot_product_attention(q[1:, :, 1:4], kk[1:, :, 1:4], vv[1:, :, 1:4], is_causal=True)
+    assert torch.allclose(out[1, 1:4], ref[0].transpose(0, 1), atol=1e-6)
+
+
+def _packed_equals_separate(tiny):
     samples = [_sample(tiny, 3, 6, 1), _sample(tiny, 0, 9, 2), _sample(tiny, 2, 4, 3)]
     tiny.train()
     tiny.zero_grad()
