@@ -28,10 +28,14 @@ def _small_videos(d, n=4):
     return d
 
 
-def test_every_input_is_accounted_for(tmp_path, shots_video, filter_config):
+def test_every_input_is_accounted_for(tmp_path, shots_video, filter_config, bikes, bunny):
+    """A folder of real videos, a synthetic one and every kind of broken input: each input is in
+    the manifest (kept clips) or rejected as a whole, each clip in exactly one file."""
     d = tmp_path / "in"
     cases = bad_inputs(d)
     shutil.copy(shots_video["path"], d / "good_shots.mp4")
+    shutil.copy(bikes, d / "bikes.mp4")
+    shutil.copy(bunny, d / "bunny.mp4")
     out = tmp_path / "out"
     report = curate(str(d), str(out), filter_config, workers=0, progress=False)
     items = list_inputs(str(d))
@@ -39,6 +43,10 @@ def test_every_input_is_accounted_for(tmp_path, shots_video, filter_config):
     sources = {r["source"] for r in manifest} | {r["source"] for r in rejects}
     assert sources == {it["source"] for it in items}  # nothing lost
     assert len({r["id"] for r in manifest}) == len(manifest)  # no duplicates
+    whole = {r["source"] for r in rejects if r["level"] == "input"}
+    assert not whole & {r["source"] for r in manifest}  # an input rejected as a whole has no kept clip
+    clip_keys = [(r["source"], r["start_frame"]) for r in manifest + rejects if "start_frame" in r]
+    assert len(clip_keys) == len(set(clip_keys))  # every shot/clip in exactly one place
     reasons = {os.path.basename(r["source"]): r["reason"] for r in rejects if r["level"] == "input"}
     assert reasons["zero.mp4"] == "not_a_video"
     assert reasons["random.mp4"] == "not_a_video"
@@ -52,6 +60,7 @@ def test_every_input_is_accounted_for(tmp_path, shots_video, filter_config):
     for r in rejects:
         assert r["detail"] and r["stage"]
     assert any(r["source"].endswith("good_shots.mp4") for r in manifest)
+    assert {os.path.basename(r["source"]) for r in manifest} >= {"bikes.mp4", "bunny.mp4", "good_shots.mp4"}
     assert report["inputs"] == len(items) and report["pending"] == 0
 
 
