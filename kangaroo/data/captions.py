@@ -15,8 +15,6 @@ Fusers turn the frame captions of all captioners into one video caption:
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import urllib.error
@@ -25,6 +23,7 @@ import urllib.request
 import numpy as np
 
 from ..registry import Registry
+from ..video.image import jpeg_data_url
 from .config import CaptionerConfig, FusionConfig
 
 CAPTIONERS: Registry[type] = Registry("captioner")
@@ -40,14 +39,6 @@ FUSE_PROMPT = (
 
 class CaptionError(RuntimeError):
     """A captioner or fuser failed (endpoint down, bad response): the clip becomes a reject row."""
-
-
-def jpeg_data_url(img: np.ndarray, quality: int = 90) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def post_chat(url: str, model: str, messages: list[dict], max_tokens: int, timeout: float,

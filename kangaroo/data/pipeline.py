@@ -22,6 +22,7 @@ from ..video.decode import DecodeOptions, decode_frames
 from ..video.errors import EmptyVideoError, VideoError
 from ..video.image import IMAGE_EXTENSIONS, is_image_file, load_image
 from ..video.probe import VideoLimits, probe
+from ..video.sampling import midpoints
 from .analyze import analyze
 from .captions import CAPTIONERS, FUSERS, CaptionError
 from .clips import make_clips, score_clip
@@ -33,11 +34,6 @@ from .refine import categorize, load_labels, refine_caption
 def source_id(source: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.splitext(os.path.basename(source))[0])[:40] or "input"
     return f"{stem}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
-
-
-def midpoints(start: float, end: float, n: int) -> list[float]:
-    step = (end - start) / n
-    return [start + (k + 0.5) * step for k in range(n)]
 
 
 class Pipeline:
@@ -106,7 +102,8 @@ class Pipeline:
     def _video(self, item: dict, res: dict, deadline: float) -> None:
         source = item["source"]
         info = self._timed(res, "probe", probe, source, VideoLimits(max_duration_s=self.cfg.max_duration_s))
-        res["info"] = {k: info.to_dict()[k] for k in ("duration", "fps", "width", "height", "codec", "num_frames")}
+        meta = info.to_dict()
+        res["info"] = {k: meta[k] for k in ("duration", "fps", "width", "height", "codec", "num_frames")}
         res["stage"] = "analyze"
         a = analyze(info, self.cfg.scenes, self.filters, deadline=deadline, threads=self.threads)
         for k, v in a.seconds.items():

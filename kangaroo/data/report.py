@@ -13,9 +13,6 @@ from collections import Counter
 from .config import CurateConfig
 from .refine import balance
 
-STAGES = ("probe", "decode", "scenes", "text_coverage", "face_coverage", "motion", "keyframes", "caption", "fuse")
-
-
 def _write_jsonl(path: str, rows: list[dict]) -> None:
     tmp = path + ".part"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -12,8 +12,6 @@ The model runs in one worker thread at a time (``model_lock``); requests beyond
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import threading
@@ -23,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ..model.chat import Conversation, GenerationConfig, KangarooChat
 from ..video import DecodeOptions, SamplingConfig, load_video, probe
-from ..video.image import is_image_file, load_image
+from ..video.image import is_image_file, jpeg_data_url, load_image
 from .media import MediaError, MediaPolicy, resolve_video, sha256_file
 
 
@@ -71,16 +69,6 @@ class LRUBytes:
             while self.used > self.budget and len(self.items) > 1:
                 _, (_, s) = self.items.popitem(last=False)
                 self.used -= s
-
-
-def _thumb(img, side: int = 96) -> str:
-    from PIL import Image
-
-    im = Image.fromarray(img)
-    im.thumbnail((side, side))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=70)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 @dataclass
@@ -157,7 +145,7 @@ class Engine:
                     raise MediaError(413, f"video is {info.duration:.0f}s long; the limit is {self.cfg.max_duration_s:.0f}s")
                 frames = load_video(path, sampling, DecodeOptions(max_side=max_side))
             rows, meta = self.chat.encode(frames)
-            enc = Encoded(key, rows, meta, [{"t": round(float(t), 3), "thumb": _thumb(f)}
+            enc = Encoded(key, rows, meta, [{"t": round(float(t), 3), "thumb": jpeg_data_url(f, 96, 70)}
                                             for f, t in zip(frames.frames, frames.timestamps)])
             self.visual.put(key, enc, rows.numel() * rows.element_size() + 8192 * len(enc.frames))
             self.stats["visual_cache_misses"] += 1

@@ -14,6 +14,21 @@ from .probe import VideoInfo, VideoLimits, check_path
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
+def jpeg_data_url(img: np.ndarray, max_side: int | None = None, quality: int = 90) -> str:
+    """An RGB array as a ``data:image/jpeg;base64,...`` URL (thumbnails, image_url requests)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    im = Image.fromarray(img)
+    if max_side:
+        im.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def is_image_file(path: str | os.PathLike) -> bool:
     """True when PIL recognises the file's content as an image (the extension is not trusted)."""
     from PIL import Image, UnidentifiedImageError

@@ -114,8 +114,6 @@ def test_kangaroo_smol_captions_and_smollm2_fuses(shots_video, tmp_path):
 def test_images_are_recaptioned_with_labels(tmp_path, endpoint):
     from PIL import Image
 
-    from tests.video.media import encode
-
     recs = []
     for i in range(4):
         p = tmp_path / f"img{i}.png"
@@ -135,4 +133,3 @@ def test_images_are_recaptioned_with_labels(tmp_path, endpoint):
     assert all(r["kind"] == "image" and r["source_caption"] == "alt text" for r in man)
     assert {r["reason"] for r in rej} == {"category_balance", "not_a_video"}
     assert rep["categories"]["before"] == {"a": 3, "b": 1}
-    del encode

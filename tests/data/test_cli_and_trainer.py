@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 import yaml
 
 from .conftest import read_jsonl

@@ -32,7 +32,7 @@ def test_every_input_is_accounted_for(tmp_path, shots_video, filter_config, bike
     """A folder of real videos, a synthetic one and every kind of broken input: each input is in
     the manifest (kept clips) or rejected as a whole, each clip in exactly one file."""
     d = tmp_path / "in"
-    cases = bad_inputs(d)
+    bad_inputs(d)
     shutil.copy(shots_video["path"], d / "good_shots.mp4")
     shutil.copy(bikes, d / "bikes.mp4")
     shutil.copy(bunny, d / "bunny.mp4")
