@@ -7,11 +7,16 @@ calls ``process`` for each input it is given.
 
 Stages: probe -> decode pass (scene cuts + filter scores) -> clips (length bounds) ->
 filters -> key frames -> frame captions -> fused caption -> refinement -> category.
+
+Captioning is the expensive part, so each captioned clip's outcome is also kept in
+``DIR/clips/<clip id>.json``: an input interrupted half-way is analysed again (cheap) on
+the next run, and its finished clips are not captioned twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -134,17 +139,46 @@ class Pipeline:
                                                    failed=failed, **clip))
             else:
                 passing.append(clip)
-        if not passing:
-            return
-        kf = self._timed(res, "keyframes", self._keyframes, info, passing, deadline)
-        for clip, imgs in zip(passing, kf):
+        done = {c["id"]: self._cached(c["id"]) for c in passing}  # clips finished before an interruption
+        todo = [c for c in passing if done[c["id"]] is None]
+        kf = self._timed(res, "keyframes", self._keyframes, info, todo, deadline) if todo else []
+        images = dict(zip([c["id"] for c in todo], kf))
+        for clip in passing:
+            if done[clip["id"]] is not None:
+                cached = done[clip["id"]]
+                (res["clips"] if "row" in cached else res["rejects"]).append(cached.get("row") or cached["reject"])
+                continue
             if time.monotonic() > deadline:
                 res["rejects"].append(self._reject(item, "caption", "timeout",
                                                    f"the input's time limit ({self.cfg.timeout_s}s) ran out", **clip))
                 continue
-            row = self._describe(item, res, clip, imgs)
+            n_rej = len(res["rejects"])
+            row = self._describe(item, res, clip, images[clip["id"]])
             if row is not None:
                 res["clips"].append(row)
+                self._cache(clip["id"], {"row": row})
+            elif res["rejects"][n_rej]["reason"] != "caption_error":  # an endpoint failure is retried next run
+                self._cache(clip["id"], {"reject": res["rejects"][n_rej]})
+
+    # ---- per-clip results: a rerun after an interruption skips finished clips ------------------
+    def _cache_path(self, clip_id: str) -> str:
+        return os.path.join(self.out, "clips", clip_id + ".json")
+
+    def _cached(self, clip_id: str) -> dict | None:
+        try:
+            with open(self._cache_path(clip_id), encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def _cache(self, clip_id: str, value: dict) -> None:
+        if not self.cfg.captioners:
+            return  # nothing expensive to keep: the filters are recomputed in a fraction of the time
+        path = self._cache_path(clip_id)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".part", "w", encoding="utf-8") as f:
+            json.dump(value, f, ensure_ascii=False)
+        os.replace(path + ".part", path)
 
     def _keyframes(self, info, clips: list[dict], deadline: float) -> list[list[np.ndarray]]:
         n, side = self.cfg.keyframes.count, self.cfg.keyframes.side

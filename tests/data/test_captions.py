@@ -133,3 +133,24 @@ def test_images_are_recaptioned_with_labels(tmp_path, endpoint):
     assert all(r["kind"] == "image" and r["source_caption"] == "alt text" for r in man)
     assert {r["reason"] for r in rej} == {"category_balance", "not_a_video"}
     assert rep["categories"]["before"] == {"a": 3, "b": 1}
+
+
+def test_interrupted_input_does_not_caption_its_finished_clips_again(endpoint, shots_video, tmp_path):
+    import httpx
+
+    cfg = CurateConfig(captioners=[CaptionerConfig("openai", model="tiny", url=endpoint, max_new_tokens=6)],
+                       fusion=FusionConfig("concat"), refine=RefineConfig(min_words=1, min_unique_ratio=0.0),
+                       balance=False)
+    curate(shots_video["path"], str(tmp_path), cfg, workers=0, progress=False)
+    first = read_jsonl(tmp_path / "manifest.jsonl")
+    assert first and list((tmp_path / "clips").glob("*.json"))
+
+    def requests_served():
+        h = httpx.get(endpoint.rsplit("/v1", 1)[0] + "/health").json()
+        return h["visual_cache_hits"] + h["visual_cache_misses"]
+
+    before = requests_served()
+    os.remove(tmp_path / "journal.jsonl")  # killed after its clips were captioned, before the input was journaled
+    curate(shots_video["path"], str(tmp_path), cfg, workers=0, progress=False)
+    assert requests_served() == before  # nothing was captioned again
+    assert read_jsonl(tmp_path / "manifest.jsonl") == first
