@@ -58,6 +58,7 @@ class Recipe:
     save_every: int = 50
     log_every: int = 1
     tpe: str = "sincos"  # for init=smol / 8b
+    data_workers: int | None = None  # processes encoding samples ahead; None = 0 on CPU, up to 4 per GPU
 
     def __post_init__(self) -> None:
         self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]

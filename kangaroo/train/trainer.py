@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from ..model.chat import PromptBuilder
 from ..model.modeling import KangarooForConditionalGeneration
-from .data import Encoded, Mixture, encode_sample
+from .data import Encoded, Mixture
+from .loader import SampleLoader, auto_workers
 from .packing import pack_row
 from .recipe import Recipe
 
@@ -97,6 +98,8 @@ class Trainer:
         self.model.to(self.device).train()
         self.builder = PromptBuilder(self.tok)
         self.mixture = Mixture(recipe)
+        self.loader = SampleLoader(recipe, self.mixture, self.tok, self.model.config,
+                                   workers=auto_workers(recipe.data_workers, self.device.type == "cuda"))
         self.net = self._wrap(self.model)
         llm_ids = {id(p) for p in self.model.language_model.parameters()}
         groups = [{"params": [p for p in self.model.parameters() if p.requires_grad and id(p) not in llm_ids],
@@ -133,8 +136,8 @@ class Trainer:
         if self._carry is not None and self._carry[0] == index:
             return self._carry[1]
         # each rank reads its own slice of the stream: sample j of rank r is index j*world + r
-        return encode_sample(self.mixture.draw(index * self.world + self.rank), self.recipe, self.builder,
-                             self.model.config)
+        g = index * self.world + self.rank
+        return self.loader.get(g, [g + k * self.world for k in range(1, self.loader.depth + 1)])
 
     def next_row(self) -> tuple[dict, int]:
         """Greedily fill one row from the stream; returns (row, samples used)."""
@@ -154,6 +157,12 @@ class Trainer:
     # ---- loop ---------------------------------------------------------------------------
     def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
         """Run to ``max_steps``; ``stop_at`` stops early after that step, as an interruption would."""
+        try:
+            return self._train(resume, stop_at)
+        finally:
+            self.loader.close()  # later calls encode in-process
+
+    def _train(self, resume: bool, stop_at: int | None) -> dict:
         if resume:
             self.load_checkpoint()
         r = self.recipe

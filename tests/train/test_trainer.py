@@ -145,3 +145,14 @@ def test_pack_bench_samples_account_for_every_token():
     assert row["input_ids"].shape[1] == n and int((pad["segment_ids"] > 0).sum()) == n
     assert int((row["input_ids"] < 0).sum()) == sum(cfg.num_visual_tokens(x.pixels.shape[0], 56, 56) for x in s)
     assert -int(row["input_ids"].min()) == int((row["input_ids"] < 0).sum())  # rows indexed across videos
+
+
+def test_prefetching_workers_give_the_same_losses(tmp_path, tiny_dir, synth_dir):
+    """Samples encoded ahead by a worker process are the samples the stream defines: same losses."""
+    ref = Trainer(recipe(tiny_dir, synth_dir, max_steps=3, data_workers=0), str(tmp_path / "a"), progress=False)
+    ref.train()
+    pre = Trainer(recipe(tiny_dir, synth_dir, max_steps=3, data_workers=1), str(tmp_path / "b"), progress=False)
+    assert pre.loader.pool is not None
+    pre.train()
+    assert pre.loader.pool is None  # closed at the end
+    assert _losses(tmp_path / "b") == pytest.approx(_losses(tmp_path / "a"), rel=1e-6, abs=1e-7)
