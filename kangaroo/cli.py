@@ -174,6 +174,21 @@ def cmd_curriculum(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from .train import Recipe
+    from .train.ablate import format_ablation, run_ablation
+
+    recipes = [Recipe.load(p) for p in args.recipes]
+    rep = run_ablation(args.name, recipes, args.out, args.data, frames=args.frames, limit=args.limit,
+                       tasks=args.tasks.split(",") if args.tasks else None, resume=args.resume,
+                       progress=not args.json)
+    if args.json:
+        _print_json(rep)
+    else:
+        print(format_ablation(rep))
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .serve import ServeConfig, serve
 
@@ -322,6 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="skip finished stages, resume the current one")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_curriculum)
+
+    p = sub.add_parser("ablate", help="train the variants of an ablation at equal compute, evaluate and plot them")
+    p.add_argument("name", choices=["curriculum", "tpe"])
+    p.add_argument("recipes", nargs="+", help="the curriculum's stage recipes, in order")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", required=True, help="a held-out synthetic set (kangaroo synth output)")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--tasks", default=None, help="question families, comma-separated (tpe: appear_at,when)")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("serve", help="OpenAI-compatible server + web chat page")
     p.add_argument("--model", default="kangaroo-smol")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -156,3 +157,33 @@ def test_prefetching_workers_give_the_same_losses(tmp_path, tiny_dir, synth_dir)
     pre.train()
     assert pre.loader.pool is None  # closed at the end
     assert _losses(tmp_path / "b") == pytest.approx(_losses(tmp_path / "a"), rel=1e-6, abs=1e-7)
+
+
+def test_ablation_variants_at_equal_compute(tiny_dir, synth_dir):
+    from kangaroo.train.ablate import ABLATIONS
+
+    stages = [recipe(tiny_dir, synth_dir, name="a", max_steps=4, max_seq_len=256, train=["projector"]),
+              recipe(tiny_dir, synth_dir, name="b", max_steps=2, max_seq_len=512, train=["projector", "lora"],
+                     lora={"r": 4, "alpha": 8})]
+    v = ABLATIONS.get("curriculum")(stages)
+    [final] = v["final_only"]
+    tokens = lambda r: r.max_steps * r.rows_per_step * r.max_seq_len  # noqa: E731
+    assert tokens(final) == sum(tokens(r) for r in stages)  # the same token budget
+    assert final.init == tiny_dir and set(final.train) == {"projector", "lora"} and final.lora.r == 4
+    with pytest.raises(ValueError, match="init"):
+        ABLATIONS.get("tpe")(stages)
+    smol = [dataclasses.replace(r, init="smol") for r in stages]
+    assert {k: [r.tpe for r in rs] for k, rs in ABLATIONS.get("tpe")(smol).items()} == {
+        "sincos": ["sincos"] * 2, "index": ["index"] * 2, "none": ["none"] * 2}
+
+
+def test_ablation_runs_end_to_end(tmp_path, tiny_dir, synth_dir):
+    from kangaroo.train.ablate import run_ablation
+
+    stages = [recipe(tiny_dir, synth_dir, name="a", max_steps=1, train=["projector"]),
+              recipe(tiny_dir, synth_dir, name="b", max_steps=1, train=["projector"])]
+    rep = run_ablation("curriculum", stages, str(tmp_path), str(synth_dir), frames=4, limit=4, progress=False)
+    assert set(rep["variants"]) == {"curriculum", "final_only"}
+    for v in rep["variants"].values():
+        assert 0.0 <= v["accuracy"] <= 1.0 and v["train_tokens"] > 0
+    assert (tmp_path / "ablation.png").exists() and (tmp_path / "results.md").exists()

@@ -1,0 +1,139 @@
+"""``kangaroo ablate``: the training ablations, at equal compute, evaluated and plotted.
+
+An ablation (registered by name) turns a curriculum (a list of stage recipes) into named
+variants; each variant is trained with ``run_curriculum`` and its final model evaluated
+on a held-out synthetic set with the evaluation harness. Output: ``results.json``,
+``results.md`` and ``ablation.png`` (accuracy per question family, one bar per variant).
+
+- ``curriculum``: the curriculum as given, against training directly on its final stage
+  from scratch. Equal compute = equal training tokens: the final-only run gets as many
+  steps as the curriculum's token budget (sum over stages of steps x rows x max_seq_len)
+  buys at the final stage's row size. Both variants' measured tokens and seconds are
+  reported next to their accuracy.
+- ``tpe``: the same curriculum with the temporal position embedding from real timestamps
+  (``sincos``), from frame indices (``index``) and without one (``none``); evaluated on the
+  "what appears at time t" and "when" families by default.
+
+Variants train in order and resume (``--resume``) like any curriculum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from ..registry import Registry
+from .recipe import MODULES, Recipe
+
+ABLATIONS: Registry = Registry("ablation")
+
+
+def _tokens(r: Recipe) -> int:
+    return r.max_steps * r.rows_per_step * r.max_seq_len
+
+
+@ABLATIONS.register("curriculum")
+def curriculum_variants(stages: list[Recipe]) -> dict[str, list[Recipe]]:
+    last = stages[-1]
+    budget = sum(_tokens(r) for r in stages)
+    steps = max(1, round(budget / (last.rows_per_step * last.max_seq_len)))
+    trained = [m for m in MODULES if any(m in r.train for r in stages)]  # everything the curriculum trains
+    if "lora" in trained and "llm" in trained:
+        trained.remove("lora")
+    lora = next((r.lora for r in stages if r.lora is not None), None)
+    final = dataclasses.replace(last, name=f"final_only_{last.name}", init=stages[0].init, tpe=stages[0].tpe,
+                                max_steps=steps, warmup_steps=min(steps - 1, max(r.warmup_steps for r in stages)),
+                                train=trained, lora=lora if "lora" in trained else None,
+                                save_every=max(1, steps // 5))
+    return {"curriculum": stages, "final_only": [final]}
+
+
+@ABLATIONS.register("tpe")
+def tpe_variants(stages: list[Recipe]) -> dict[str, list[Recipe]]:
+    if stages[0].init not in ("smol", "8b"):
+        raise ValueError("the tpe ablation builds fresh models: the first stage's init must be 'smol' or '8b'")
+    return {t: [dataclasses.replace(r, tpe=t) for r in stages] for t in ("sincos", "index", "none")}
+
+
+DEFAULT_TASKS = {"curriculum": None, "tpe": ["appear_at", "when"]}
+
+
+def run_ablation(name: str, stages: list[Recipe], out: str, data: str, frames: int = 16, limit: int | None = None,
+                 tasks: list[str] | None = None, resume: bool = False, progress: bool = True) -> dict:
+    from ..eval.harness import EvalConfig, run_eval
+    from ..model.chat import KangarooChat
+    from .trainer import run_curriculum
+
+    variants = ABLATIONS.get(name)(stages)
+    tasks = tasks if tasks is not None else DEFAULT_TASKS.get(name)
+    results = {}
+    for vname, recipes in variants.items():
+        vout = os.path.join(out, vname)
+        run_curriculum(recipes, vout, resume=resume, progress=progress)
+        model_dir = os.path.join(vout, f"{len(recipes)}_{recipes[-1].name}", "model")
+        compute = _measured(vout, recipes)
+        kc = KangarooChat.load(model_dir)
+        ev = run_eval(kc, EvalConfig("synthetic", data, os.path.join(vout, "eval"), frames=frames, limit=limit,
+                                     tasks=tasks), vname, progress=progress)
+        results[vname] = {"accuracy": ev["accuracy"], "per_task": ev["per_task"], "n": ev.get("n"), **compute,
+                          "stages": [r.name for r in recipes], "steps": [r.max_steps for r in recipes]}
+    report = {"ablation": name, "data": data, "frames": frames, "tasks": tasks, "variants": results}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(format_ablation(report))
+    plot_ablation(report, os.path.join(out, "ablation.png"))
+    return report
+
+
+def _measured(vout: str, recipes: list[Recipe]) -> dict:
+    """Training tokens and seconds actually spent, from each stage's metrics.jsonl."""
+    tokens = seconds = 0.0
+    for i, r in enumerate(recipes):
+        path = os.path.join(vout, f"{i + 1}_{r.name}", "metrics.jsonl")
+        if not os.path.exists(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                m = json.loads(line)
+                tokens += m["tokens"]
+                seconds += m["tokens"] / max(m["tok_s"], 1e-9)
+    return {"train_tokens": int(tokens), "train_seconds": round(seconds, 1)}
+
+
+def format_ablation(r: dict) -> str:
+    tasks = sorted({t for v in r["variants"].values() for t in v["per_task"]})
+    lines = [f"# Ablation: {r['ablation']} ({r['frames']} frames, {r['data']})", "",
+             "| variant | accuracy | " + " | ".join(tasks) + " | train tokens | train s |",
+             "|---|---|" + "---|" * len(tasks) + "---|---|"]
+    for name, v in r["variants"].items():
+        cells = " | ".join(f"{v['per_task'].get(t, float('nan')):.3f}" for t in tasks)
+        lines.append(f"| {name} | {v['accuracy']:.3f} | {cells} | {v['train_tokens']} | {v['train_seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_ablation(r: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = sorted({t for v in r["variants"].values() for t in v["per_task"]}) + ["overall"]
+    names = list(r["variants"])
+    x = np.arange(len(tasks))
+    w = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(tasks), 3.4))
+    for k, n in enumerate(names):
+        v = r["variants"][n]
+        vals = [v["per_task"].get(t, 0.0) for t in tasks[:-1]] + [v["accuracy"]]
+        ax.bar(x + (k - (len(names) - 1) / 2) * w, vals, w, label=f"{n} ({v['train_tokens'] / 1e3:.0f}k tok)")
+    ax.set_xticks(x, tasks)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"ablation: {r['ablation']} ({r['frames']} frames)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
