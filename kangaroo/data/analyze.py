@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import av
 import numpy as np
 
+from ..registry import Registry
 from ..video.errors import UnsupportedCodecError, VideoDecodeError, VideoTimeoutError
 from ..video.probe import VideoInfo, _ffmpeg_msg, open_container, video_stream
 from .config import ScenesConfig
@@ -46,21 +47,31 @@ class Analysis:
         return self.pts[-1] + step
 
 
+SCENE_DETECTORS: Registry = Registry("scene detector")
+
+
+def _pyscenedetect(cls_name: str, threshold_key: str = "threshold"):
+    def build(cfg: ScenesConfig, min_len: int):
+        import scenedetect
+
+        kw: dict = {"min_scene_len": min_len}
+        if cfg.threshold is not None:
+            kw[threshold_key] = cfg.threshold
+        return getattr(scenedetect, cls_name)(**kw)
+
+    return build
+
+
+SCENE_DETECTORS.register("content")(_pyscenedetect("ContentDetector"))  # HSV change between frames (cuts)
+SCENE_DETECTORS.register("adaptive")(_pyscenedetect("AdaptiveDetector", "adaptive_threshold"))  # fast motion
+SCENE_DETECTORS.register("threshold")(_pyscenedetect("ThresholdDetector"))  # fades to/from black
+SCENE_DETECTORS.register("histogram")(_pyscenedetect("HistogramDetector"))  # YUV histogram change
+SCENE_DETECTORS.register("none")(lambda cfg, min_len: _NoDetector())  # no cuts (the benchmark's baseline)
+
+
 def make_detector(cfg: ScenesConfig, fps: float):
     """A PySceneDetect detector by name, with ``min_scene_s`` as its minimum shot length."""
-    from scenedetect import AdaptiveDetector, ContentDetector, HistogramDetector, ThresholdDetector
-
-    if cfg.detector == "none":  # the benchmark's baseline: frames converted, nothing detected
-        return _NoDetector()
-    min_len = max(1, int(round(cfg.min_scene_s * max(fps, 1.0))))
-    kinds = {"content": ContentDetector, "adaptive": AdaptiveDetector, "threshold": ThresholdDetector,
-             "histogram": HistogramDetector}
-    if cfg.detector not in kinds:
-        raise ValueError(f"unknown scene detector {cfg.detector!r}; known: {sorted(kinds)}")
-    kw: dict = {"min_scene_len": min_len}
-    if cfg.threshold is not None:
-        kw["adaptive_threshold" if cfg.detector == "adaptive" else "threshold"] = cfg.threshold
-    return kinds[cfg.detector](**kw)
+    return SCENE_DETECTORS.get(cfg.detector)(cfg, max(1, int(round(cfg.min_scene_s * max(fps, 1.0)))))
 
 
 class _NoDetector:

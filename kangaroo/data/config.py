@@ -160,7 +160,10 @@ class CurateConfig:
         from .filters import FILTERS  # registry lookups give the list of known names
         from .captions import CAPTIONERS, FUSERS
 
+        from .analyze import SCENE_DETECTORS
+
         s = self.scenes
+        SCENE_DETECTORS.get(s.detector)
         if not 0 < s.min_clip_s < s.max_clip_s:
             raise ValueError(f"scenes: need 0 < min_clip_s < max_clip_s, got {s.min_clip_s} and {s.max_clip_s}")
         if s.analysis_width < 16:
