@@ -130,7 +130,23 @@ class CurateConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "CurateConfig":
+        try:
+            return cls._from_dict(d)
+        except TypeError as e:  # a wrong type somewhere (a list for a mapping, text for a number)
+            raise ValueError(f"bad curate config: {e}") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict | None) -> "CurateConfig":
+        if d is not None and not isinstance(d, dict):
+            raise ValueError(f"a curate config is a mapping, got {type(d).__name__}")
         d = dict(d or {})
+        for key in ("scenes", "keyframes", "fusion", "refine", "category"):
+            if key in d and not isinstance(d[key], dict):
+                raise ValueError(f"curate config: {key} must be a mapping, got {type(d[key]).__name__}")
+        for key in ("filters", "captioners"):
+            if key in d and d[key] is not None and (not isinstance(d[key], list)
+                                                    or not all(isinstance(x, dict) for x in d[key])):
+                raise ValueError(f"curate config: {key} must be a list of mappings")
         nested = {"scenes": ScenesConfig, "keyframes": KeyframesConfig, "fusion": FusionConfig,
                   "refine": RefineConfig, "category": CategoryConfig}
         for key, sub in nested.items():

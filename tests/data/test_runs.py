@@ -150,6 +150,12 @@ def test_config_round_trip_and_errors(tmp_path):
         CurateConfig.from_dict({"filters": [{"name": "motion", "min": 2, "max": 1}]})
     with pytest.raises(KeyError, match="unknown filter"):
         CurateConfig.from_dict({"filters": [{"name": "nsfw"}]})
+    with pytest.raises(ValueError, match="scenes must be a mapping"):
+        CurateConfig.from_dict({"scenes": [1, 2]})
+    with pytest.raises(ValueError, match="bad curate config"):
+        CurateConfig.from_dict({"scenes": {"min_clip_s": "two"}})
+    with pytest.raises(ValueError, match="list of mappings"):
+        CurateConfig.from_dict({"filters": "motion"})
     with pytest.raises(ValueError, match="url"):
         CurateConfig.from_dict({"captioners": [{"name": "openai"}]})
     with pytest.raises(ValueError, match="unknown params"):
