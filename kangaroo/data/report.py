@@ -17,7 +17,12 @@ def _write_jsonl(path: str, rows: list[dict]) -> None:
     tmp = path + ".part"
     with open(tmp, "w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            try:
+                line = json.dumps(r, ensure_ascii=False)
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a file name that is not valid UTF-8: keep it as escapes
+                line = json.dumps(r)
+            f.write(line + "\n")
     os.replace(tmp, path)
 
 
@@ -30,9 +35,15 @@ def _write_parquet(path: str, rows: list[dict]) -> bool:
     flat = [{k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v) for k, v in r.items()}
             for r in rows]
     keys = sorted({k for r in flat for k in r})
-    table = pa.table({k: [r.get(k) for r in flat] for k in keys}) if flat else pa.table({})
-    tmp = path + ".part"
-    pq.write_table(table, tmp)
+    try:
+        table = pa.table({k: [r.get(k) for r in flat] for k in keys}) if flat else pa.table({})
+        tmp = path + ".part"
+        pq.write_table(table, tmp)
+    except (pa.ArrowException, UnicodeEncodeError) as e:  # mixed column types, undecodable names: JSONL still has it all
+        import sys
+
+        print(f"warning: manifest.parquet not written ({e}); manifest.jsonl is complete", file=sys.stderr)
+        return False
     os.replace(tmp, path)
     return True
 

@@ -118,7 +118,8 @@ class Journal:
         self.f = open(path, "a", encoding="utf-8")
 
     def append(self, result: dict) -> None:
-        self.f.write(json.dumps({"source": result["source"], "result": result}, ensure_ascii=False) + "\n")
+        # ASCII escapes: a file name that is not valid UTF-8 (surrogate-escaped by Python) survives the round trip
+        self.f.write(json.dumps({"source": result["source"], "result": result}) + "\n")
         self.f.flush()
         os.fsync(self.f.fileno())
 

@@ -36,6 +36,8 @@ def test_every_input_is_accounted_for(tmp_path, shots_video, filter_config, bike
     shutil.copy(shots_video["path"], d / "good_shots.mp4")
     shutil.copy(bikes, d / "bikes.mp4")
     shutil.copy(bunny, d / "bunny.mp4")
+    with open(os.path.join(os.fsencode(d), b"name-not-utf8-\xff.mp4"), "wb") as f:  # a hostile file name
+        f.write(b"junk")
     out = tmp_path / "out"
     report = curate(str(d), str(out), filter_config, workers=0, progress=False)
     items = list_inputs(str(d))
@@ -57,6 +59,7 @@ def test_every_input_is_accounted_for(tmp_path, shots_video, filter_config, bike
     assert reasons["truncated_fast.mp4"] in ("truncated", "decode_error")
     assert reasons["no_frames.mkv"] == "empty_video"
     assert reasons["sliver.mp4"] == "too_large"
+    assert reasons[os.fsdecode(b"name-not-utf8-\xff.mp4")] == "not_a_video"
     for r in rejects:
         assert r["detail"] and r["stage"]
     assert any(r["source"].endswith("good_shots.mp4") for r in manifest)
