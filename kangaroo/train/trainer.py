@@ -50,7 +50,8 @@ def build_model(recipe: Recipe, previous: str | None = None):
     from ..model.hub import resolve_model_path
     from ..model.weights import META
 
-    model, tok = load_model(init, merge_lora=False)
+    # LoRA adapters of the init stay adapters unless this stage trains the whole LLM (then merged first)
+    model, tok = load_model(init, merge_lora="llm" in recipe.train)
     compact = os.path.exists(os.path.join(resolve_model_path(init), META))
     return model, tok, SMOL_BASE if compact else None
 
@@ -300,9 +301,9 @@ class Trainer:
             set_trainable(model, self.recipe)
             model.load_state_dict(full)
         lora = None
-        if hasattr(model.language_model, "peft_config"):
-            lc = self.recipe.lora
-            lora = {"r": lc.r, "alpha": lc.alpha, "dropout": lc.dropout, "targets": list(lc.targets)}
+        if hasattr(model.language_model, "peft_config"):  # adapters trained here, or carried from the init
+            lc = model.language_model.peft_config["default"]
+            lora = {"r": lc.r, "alpha": lc.lora_alpha, "dropout": lc.lora_dropout, "targets": sorted(lc.target_modules)}
         full_llm = "llm" in self.recipe.train
         return save_model(model, self.tok, path, base_llm=None if full_llm else self.base_llm,
                           lora=None if full_llm else lora)

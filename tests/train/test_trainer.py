@@ -187,3 +187,20 @@ def test_ablation_runs_end_to_end(tmp_path, tiny_dir, synth_dir):
     for v in rep["variants"].values():
         assert 0.0 <= v["accuracy"] <= 1.0 and v["train_tokens"] > 0
     assert (tmp_path / "ablation.png").exists() and (tmp_path / "results.md").exists()
+
+
+@pytest.mark.parametrize("train", [["projector"], ["projector", "llm"]])
+def test_stage_from_kangaroo_smol_keeps_or_merges_its_lora(tmp_path, synth_dir, train):
+    """kangaroo-smol carries LoRA adapters: a stage that does not train them keeps them (frozen) in
+    its compact export; a stage that trains the whole LLM merges them first and saves it whole."""
+    from kangaroo.model.weights import META, load_model
+
+    r = recipe("kangaroo-smol", synth_dir, name="from_smol", image_size=56, max_frames=2, max_steps=1,
+               rows_per_step=1, max_seq_len=300, train=train, save_every=1)
+    t = Trainer(r, str(tmp_path), progress=False)
+    assert hasattr(t.model.language_model, "peft_config") == ("llm" not in train)
+    t.train()
+    out = tmp_path / "model"
+    assert (out / META).exists() == ("llm" not in train)  # compact (our weights + LoRA) or whole
+    m, _ = load_model(str(out))
+    assert m is not None
