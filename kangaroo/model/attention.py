@@ -4,9 +4,8 @@ A packed row holds several samples; each must attend only to itself, causally. A
 block-diagonal mask does that, but it forces PyTorch's SDPA onto its unfused path and
 computes every cross-sample score only to throw it away. Here each sample's span runs
 through SDPA on its own with ``is_causal=True`` (the fused kernels, grouped-query heads
-without copies), so the cost is sum(len_i^2) instead of L^2 and no mask is built. On 2 CPU
-cores one SmolLM2-sized layer's forward+backward on a 1024-token row of four samples
-measured 2-2.4x faster than the masked call (see BENCHMARKS.md, ``kangaroo bench pack``).
+without copies), so the cost is sum(len_i^2) instead of L^2 and no mask is built
+(``kangaroo bench pack`` times one layer both ways; figures in BENCHMARKS.md).
 
 It is registered with transformers' ``AttentionInterface`` as ``kangaroo_packed_sdpa``:
 calls that carry ``kangaroo_segments`` (a list of (row, start, end) spans) take the

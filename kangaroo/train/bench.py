@@ -69,6 +69,50 @@ def _run(model, batches) -> tuple[float, int, int]:
     return time.perf_counter() - t, real, total
 
 
+def attention_case(segments=(300, 250, 274, 200), heads: int = 9, kv_heads: int = 3, dim: int = 64,
+                   repeats: int = 5) -> dict:
+    """One SmolLM2-sized attention layer, forward + backward on a packed row: the dense block-diagonal
+    mask against one causal SDPA call per sample (kangaroo/model/attention.py), fp32 and bf16."""
+    import torch.nn.functional as F
+
+    from ..model.attention import packed_sdpa_attention
+
+    L = sum(segments)
+    seg = torch.cat([torch.full((n,), i + 1) for i, n in enumerate(segments)])
+    allowed = (seg[:, None] == seg[None, :]) & torch.ones(L, L, dtype=torch.bool).tril()
+    spans = [(0, s, s + n) for s, n in zip(np.cumsum((0,) + tuple(segments[:-1])), segments)]
+    mod = torch.nn.Module()
+    out = {"row_tokens": L, "samples": len(segments)}
+    for dtype in (torch.float32, torch.bfloat16):
+        g = torch.Generator().manual_seed(0)
+        q = torch.randn(1, heads, L, dim, generator=g, dtype=dtype, requires_grad=True)
+        k = torch.randn(1, kv_heads, L, dim, generator=g, dtype=dtype, requires_grad=True)
+        v = torch.randn(1, kv_heads, L, dim, generator=g, dtype=dtype, requires_grad=True)
+        mask = torch.zeros(L, L, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+
+        def dense():
+            r = heads // kv_heads
+            return F.scaled_dot_product_attention(q, k.repeat_interleave(r, 1), v.repeat_interleave(r, 1),
+                                                  attn_mask=mask).transpose(1, 2)
+
+        def packed():
+            return packed_sdpa_attention(mod, q, k, v, None, kangaroo_segments=spans)[0]
+
+        times = {}
+        for name, fn in (("dense_mask", dense), ("per_sample", packed)):
+            fn().float().sum().backward()  # warm-up
+            t = time.perf_counter()
+            for _ in range(repeats):
+                fn().float().sum().backward()
+            times[name] = (time.perf_counter() - t) / repeats
+        with torch.no_grad():
+            diff = float((dense() - packed()).abs().max())
+        key = "fp32" if dtype == torch.float32 else "bf16"
+        out[key] = {"dense_mask_ms": round(1e3 * times["dense_mask"], 1), "per_sample_ms": round(1e3 * times["per_sample"], 1),
+                    "speedup": round(times["dense_mask"] / times["per_sample"], 2), "max_abs_diff": diff}
+    return out
+
+
 def bench_pack(mixes: tuple[str, ...] = ("short", "long"), progress: bool = True) -> dict:
     from ..model.weights import build_smol
 
@@ -77,7 +121,7 @@ def bench_pack(mixes: tuple[str, ...] = ("short", "long"), progress: bool = True
     for m in (model.vision_tower, model.patchify, model.mm_projector, model.temporal_embed):
         m.requires_grad_(True)
     model.train()
-    report = {"benchmark": "pack", "mixes": {}}
+    report = {"benchmark": "pack", "attention_layer": attention_case(), "mixes": {}}
     for name in mixes:
         mix = MIXES[name]
         n, max_len, batch = mix["n"], mix["max_len"], mix["batch"]
@@ -120,6 +164,10 @@ def format_pack(r: dict) -> str:
                   f"({p['rows']} rows <= {p['max_len']}) | {p['real_token_fraction']} | {p['real_tok_s']} | {p['seconds']} |",
                   f"| | padded ({d['batches']} x {d['batch']}) | {d['real_token_fraction']} | {d['real_tok_s']} | "
                   f"{d['seconds']} |", f"| | **speedup** | | **{m['speedup_vs_padded']}** | |"]
+    a = r["attention_layer"]
+    lines += ["", f"one attention layer, fwd+bwd, {a['row_tokens']}-token row of {a['samples']} samples: "
+              + "; ".join(f"{k}: dense mask {a[k]['dense_mask_ms']} ms, per-sample {a[k]['per_sample_ms']} ms "
+                          f"({a[k]['speedup']}x)" for k in ("fp32", "bf16"))]
     lines.append(f"\nreal_token_fraction: {r['real_token_fraction']}; speedup_vs_padded (least favourable mix): "
                  f"{r['speedup_vs_padded']}")
     return "\n".join(lines)
