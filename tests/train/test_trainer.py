@@ -204,3 +204,12 @@ def test_stage_from_kangaroo_smol_keeps_or_merges_its_lora(tmp_path, synth_dir, 
     assert (out / META).exists() == ("llm" not in train)  # compact (our weights + LoRA) or whole
     m, _ = load_model(str(out))
     assert m is not None
+
+
+def test_bench_pack_attention_case_agrees():
+    """The pack benchmark's attention timing compares two paths that compute the same thing."""
+    from kangaroo.train.bench import attention_case
+
+    r = attention_case(segments=(20, 30, 14), repeats=1)
+    assert r["row_tokens"] == 64 and r["fp32"]["max_abs_diff"] < 1e-5
+    assert r["fp32"]["dense_mask_ms"] > 0 and r["bf16"]["per_sample_ms"] > 0
