@@ -177,7 +177,7 @@ class Pipeline:
         path = self._cache_path(clip_id)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".part", "w", encoding="utf-8") as f:
-            json.dump(value, f, ensure_ascii=False)
+            json.dump(value, f)  # ASCII escapes: any file name (even not valid UTF-8) round-trips
         os.replace(path + ".part", path)
 
     def _keyframes(self, info, clips: list[dict], deadline: float) -> list[list[np.ndarray]]:

@@ -152,40 +152,45 @@ def _limit_threads(threads: int) -> None:
 
 
 def _run_one(item: dict) -> dict:
-    """In a worker: process one input with SIGALRM as a backstop to the cooperative deadline."""
+    """In a worker process: its pipeline on one input."""
+    return process_with_alarm(_Worker.pipeline, _Worker.timeout, item)
+
+
+def process_with_alarm(pipeline: Pipeline, timeout: float, item: dict) -> dict:
+    """``pipeline.process(item)`` with SIGALRM as a backstop to its cooperative deadline (main thread only)."""
     import math
     import signal
-
     import threading
 
     if threading.current_thread() is not threading.main_thread():  # e.g. a Ray actor's thread: deadline only
-        return _Worker.pipeline.process(item)
+        return pipeline.process(item)
 
     def _alarm(*_):
         raise TimeoutError("input time limit")
 
     old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(int(math.ceil(_Worker.timeout * 1.5 + 30)))  # captions may run a little past the deadline
+    signal.alarm(int(math.ceil(timeout * 1.5 + 30)))  # captions may run a little past the deadline
     try:
-        return _Worker.pipeline.process(item)
+        return pipeline.process(item)
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
 
 
 def _crashed(item: dict, detail: str) -> dict:
+    reject = {"source": item["source"], "level": "input", "stage": "worker", "reason": "worker_crashed",
+              "detail": detail}
     return {"source": item["source"], "index": item["index"], "kind": "video", "clips": [], "seconds": {},
-            "video_seconds": 0.0, "rejects": [{"source": item["source"], "level": "input", "stage": "worker", "reason": "worker_crashed",
-                                               "detail": detail}]}
+            "video_seconds": 0.0, "rejects": [reject]}
 
 
 @EXECUTORS.register("local")
 def run_local(cfg: CurateConfig, out: str, items: list[dict], workers: int, threads: int = 1) -> Iterator[dict]:
     """Results as they finish. ``workers=0`` runs inline in this process (no isolation)."""
-    if workers <= 0:
-        _init_worker(cfg.to_dict(), out, threads)
+    if workers <= 0:  # this process's own thread settings are left alone
+        pipeline = Pipeline(cfg, out, threads=threads)
         for it in items:
-            yield _run_one(it)
+            yield process_with_alarm(pipeline, cfg.timeout_s, it)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -216,10 +221,13 @@ class RayPipeline:
     """A Ray Data actor: one Pipeline per actor; rows in, JSON results out."""
 
     def __init__(self, cfg_dict: dict, out: str, threads: int = 1):
-        _init_worker(cfg_dict, out, threads)
+        _limit_threads(threads)
+        self.cfg = CurateConfig.from_dict(cfg_dict)
+        self.pipeline = Pipeline(self.cfg, out, threads=threads)
 
     def __call__(self, batch: dict) -> dict:
-        results = [json.dumps(_run_one({"source": s, "index": int(i), **json.loads(extra)}))
+        results = [json.dumps(process_with_alarm(self.pipeline, self.cfg.timeout_s,
+                                                 {"source": s, "index": int(i), **json.loads(extra)}))
                    for s, i, extra in zip(batch["source"], batch["index"], batch["extra"])]
         return {"result": results}
 
