@@ -156,11 +156,11 @@ def cmd_convert(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import Recipe, Trainer
+    from .train import Recipe, make_trainer
 
     recipe = Recipe.load(args.recipe)
     out = args.out or os.path.join("runs", recipe.name)
-    last = Trainer(recipe, out, previous=args.init_from, progress=not args.quiet).train(resume=args.resume)
+    last = make_trainer(recipe, out, previous=args.init_from, progress=not args.quiet).train(resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_json({"out": out, **last})
     return 0

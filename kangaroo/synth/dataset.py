@@ -6,6 +6,7 @@
     OUT/mcqa.json           multiple choice: {video, question, candidates, answer, answer_index, family, evidence}
     OUT/openqa.json         open-ended: {video, question, answer, family, evidence}
     OUT/conversations.json  LLaVA-style multi-round: {id, video, conversations: [{from, value}]}
+    OUT/mc_conversations.json  the same, every multiple-choice question of the video, one per round
     OUT/manifest.json       what was generated, with which settings
 
 Video paths in the manifests are relative to OUT.
@@ -58,7 +59,7 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
     base = base or SynthConfig()
     rng = np.random.default_rng(seed)
-    timelines, captions, mcqa, openqa, convs, images = [], [], [], [], [], []
+    timelines, captions, mcqa, openqa, convs, mc_convs, images = [], [], [], [], [], [], []
     total_frames = 0
     plan = []
     for i in range(num_videos):
@@ -82,10 +83,11 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
             open_item = {k: v for k, v in base_item.items() if k not in ("candidates", "answer_index")}
             openqa.append(open_item)
         convs.append(_conversation(rel, items, vseed))
+        mc_convs.append(mc_conversation(rel, items, vseed))
         images.extend(_images(tl, out, f"synth_{seed}_{i:05d}", images_per_video, vseed))
     bar.close()
     outputs = [("timelines", timelines), ("captions", captions), ("mcqa", mcqa), ("openqa", openqa),
-               ("conversations", convs)] + ([("images", images)] if images_per_video else [])
+               ("conversations", convs), ("mc_conversations", mc_convs)] + ([("images", images)] if images_per_video else [])
     for name, obj in outputs:
         _atomic_json(os.path.join(out, f"{name}.json"), obj)
     manifest = {
@@ -97,7 +99,7 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
         "base_config": base.to_dict(),
         "vary": vary,
         "counts": {"videos": len(timelines), "captions": len(captions), "mcqa": len(mcqa), "openqa": len(openqa),
-                   "conversations": len(convs), "images": len(images)},
+                   "conversations": len(convs), "mc_conversations": len(mc_convs), "images": len(images)},
         "families": sorted({q["family"] for q in openqa}),
     }
     _atomic_json(os.path.join(out, "manifest.json"), manifest)
@@ -117,7 +119,13 @@ def _images(tl, out: str, stem: str, n: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed + 2)
     recs = []
     for k in range(n):
-        t = float(rng.uniform(0, tl.config.duration))
+        # every other picture is taken while a chosen object (the brief needle included) is on
+        # screen, so rare objects are seen as often as common ones
+        if k % 2 and tl.objects:
+            o = tl.objects[int(rng.integers(len(tl.objects)))]
+            t = float(rng.uniform(o.t_in, max(o.t_in, o.t_out - 1e-3)))
+        else:
+            t = float(rng.uniform(0, tl.config.duration))
         rel = f"images/{stem}_{k}.png"
         Image.fromarray(render_frame(tl, t)).save(os.path.join(out, rel))
         names = [f"{o.color_at(t)} {o.shape}" for o in tl.visible_at(t)]
@@ -140,4 +148,19 @@ def _conversation(video: str, items: list[dict], seed: int) -> dict:
         if k == 0:
             ask = "<video>\n" + ask
         turns += [{"from": "human", "value": ask}, {"from": "gpt", "value": reply}]
+    return {"id": os.path.splitext(os.path.basename(video))[0], "video": video, "conversations": turns}
+
+
+def mc_conversation(video: str, items: list[dict], seed: int) -> dict:
+    """Every multiple-choice question of one video as the rounds of one conversation, in a
+    random order. One copy of the video's tokens serves all its questions, so a training
+    step learns several answers for about the price of one."""
+    rng = np.random.default_rng(seed + 3)
+    mc = [q for q in items if "candidates" in q]
+    turns = []
+    for k in rng.permutation(len(mc)):
+        q = mc[int(k)]
+        ask = mc_prompt(q["question"], q["candidates"])
+        turns += [{"from": "human", "value": ("<video>\n" if not turns else "") + ask},
+                  {"from": "gpt", "value": "ABCDEFGH"[q["answer_index"]]}]
     return {"id": os.path.splitext(os.path.basename(video))[0], "video": video, "conversations": turns}

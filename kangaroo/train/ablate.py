@@ -35,6 +35,12 @@ def _tokens(r: Recipe) -> int:
 
 @ABLATIONS.register("curriculum")
 def curriculum_variants(stages: list[Recipe]) -> dict[str, list[Recipe]]:
+    # leading vision pre-training stages (objective: tags) stand in for a pre-trained tower:
+    # both variants get them, and they are not part of the language-model token budget
+    k = 0
+    while k < len(stages) - 1 and stages[k].objective == "tags":
+        k += 1
+    pre, stages = stages[:k], stages[k:]
     last = stages[-1]
     budget = sum(_tokens(r) for r in stages)
     steps = max(1, round(budget / (last.rows_per_step * last.max_seq_len)))
@@ -42,11 +48,12 @@ def curriculum_variants(stages: list[Recipe]) -> dict[str, list[Recipe]]:
     if "lora" in trained and "llm" in trained:
         trained.remove("lora")
     lora = next((r.lora for r in stages if r.lora is not None), None)
-    final = dataclasses.replace(last, name=f"final_only_{last.name}", init=stages[0].init, tpe=stages[0].tpe,
+    final = dataclasses.replace(last, name=f"final_only_{last.name}", init="previous" if pre else stages[0].init,
+                                tpe=(pre or stages)[0].tpe,
                                 max_steps=steps, warmup_steps=min(steps - 1, max(r.warmup_steps for r in stages)),
                                 train=trained, lora=lora if "lora" in trained else None,
                                 save_every=max(1, steps // 5))
-    return {"curriculum": stages, "final_only": [final]}
+    return {"curriculum": pre + stages, "final_only": pre + [final]}
 
 
 @ABLATIONS.register("tpe")

@@ -47,6 +47,7 @@ class Recipe:
     lora: LoraConfig | None = None
     lr: float = 1e-4
     llm_lr: float | None = None  # a smaller rate for the LLM (full or LoRA); default = lr
+    vision_lr: float | None = None  # the vision tower's rate (a pre-trained tower wants less); default = lr
     weight_decay: float = 0.0
     warmup_steps: int = 20
     max_steps: int = 200
@@ -58,6 +59,8 @@ class Recipe:
     save_every: int = 50
     log_every: int = 1
     tpe: str = "sincos"  # for init=smol / 8b
+    objective: str = "lm"  # lm: next-token loss on answers | tags: vision pre-training on caption tags (tags.py)
+    batch_size: int = 64  # images per step (objective tags)
     data_workers: int | None = None  # processes encoding samples ahead; None = 0 on CPU, up to 4 per GPU
 
     def __post_init__(self) -> None:
@@ -75,6 +78,10 @@ class Recipe:
             raise ValueError("need 1 <= min_frames <= max_frames")
         if self.max_steps < 1 or self.rows_per_step < 1 or self.max_seq_len < 16:
             raise ValueError("max_steps, rows_per_step >= 1 and max_seq_len >= 16")
+        if self.objective not in ("lm", "tags"):
+            raise ValueError(f"objective must be 'lm' or 'tags', got {self.objective!r}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
         for d in self.data:
             if d.format not in ("llava", "mcqa", "openqa", "captions", "manifest"):
                 raise ValueError(f"unknown data format {d.format!r}")

@@ -103,10 +103,11 @@ class Trainer:
                                    workers=auto_workers(recipe.data_workers, self.device.type == "cuda"))
         self.net = self._wrap(self.model)
         llm_ids = {id(p) for p in self.model.language_model.parameters()}
-        groups = [{"params": [p for p in self.model.parameters() if p.requires_grad and id(p) not in llm_ids],
-                   "lr": recipe.lr},
-                  {"params": [p for p in self.model.parameters() if p.requires_grad and id(p) in llm_ids],
-                   "lr": recipe.llm_lr or recipe.lr}]
+        vis_ids = {id(p) for p in self.model.vision_tower.parameters()}
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trainable if id(p) not in llm_ids and id(p) not in vis_ids], "lr": recipe.lr},
+                  {"params": [p for p in trainable if id(p) in vis_ids], "lr": recipe.vision_lr or recipe.lr},
+                  {"params": [p for p in trainable if id(p) in llm_ids], "lr": recipe.llm_lr or recipe.lr}]
         groups = [g for g in groups if g["params"]]
         if not groups:
             raise ValueError(f"recipe {recipe.name!r} trains nothing")
@@ -288,8 +289,6 @@ class Trainer:
     def export(self, path: str) -> str | None:
         """Save the trained model (rank 0). Under FSDP the full weights are gathered first and
         loaded into a plain copy of the model, which is what gets saved."""
-        from ..model.weights import save_model
-
         model = self.model
         if self.world > 1:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -300,13 +299,19 @@ class Trainer:
             model, _, _ = build_model(self.recipe, self.previous)
             set_trainable(model, self.recipe)
             model.load_state_dict(full)
-        lora = None
-        if hasattr(model.language_model, "peft_config"):  # adapters trained here, or carried from the init
-            lc = model.language_model.peft_config["default"]
-            lora = {"r": lc.r, "alpha": lc.lora_alpha, "dropout": lc.lora_dropout, "targets": sorted(lc.target_modules)}
-        full_llm = "llm" in self.recipe.train
-        return save_model(model, self.tok, path, base_llm=None if full_llm else self.base_llm,
-                          lora=None if full_llm else lora)
+        return export_model(model, self.tok, self.recipe, self.base_llm, path)
+
+
+def export_model(model, tok, recipe: Recipe, base_llm: str | None, path: str) -> str:
+    """Save a trained model: compact (base LLM by name + LoRA adapters) unless the LLM trained in full."""
+    from ..model.weights import save_model
+
+    lora = None
+    if hasattr(model.language_model, "peft_config"):  # adapters trained here, or carried from the init
+        lc = model.language_model.peft_config["default"]
+        lora = {"r": lc.r, "alpha": lc.lora_alpha, "dropout": lc.lora_dropout, "targets": sorted(lc.target_modules)}
+    full_llm = "llm" in recipe.train
+    return save_model(model, tok, path, base_llm=None if full_llm else base_llm, lora=None if full_llm else lora)
 
 
 def _atomic_write(path: str, text: str) -> None:
@@ -350,7 +355,16 @@ def run_curriculum(recipes: list[Recipe], out: str, resume: bool = False, progre
             previous = os.path.join(stage_out, "model")
             results.append({"stage": r.name, "skipped": "already finished"})
             continue
-        t = Trainer(r, stage_out, previous=previous, progress=progress)
+        t = make_trainer(r, stage_out, previous=previous, progress=progress)
         results.append({"stage": r.name, **t.train(resume=resume)})
         previous = os.path.join(stage_out, "model")
     return results
+
+
+def make_trainer(recipe: Recipe, out: str, previous: str | None = None, progress: bool = True):
+    """The trainer for the recipe's objective: ``Trainer`` (lm) or ``TagTrainer`` (tags)."""
+    if recipe.objective == "tags":
+        from .tags import TagTrainer
+
+        return TagTrainer(recipe, out, previous=previous, progress=progress)
+    return Trainer(recipe, out, previous=previous, progress=progress)

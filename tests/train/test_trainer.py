@@ -170,6 +170,11 @@ def test_ablation_variants_at_equal_compute(tiny_dir, synth_dir):
     tokens = lambda r: r.max_steps * r.rows_per_step * r.max_seq_len  # noqa: E731
     assert tokens(final) == sum(tokens(r) for r in stages)  # the same token budget
     assert final.init == tiny_dir and set(final.train) == {"projector", "lora"} and final.lora.r == 4
+    # a leading vision pre-training stage (objective: tags) is shared and outside the token budget
+    tags = recipe(tiny_dir, synth_dir, name="tags", objective="tags", train=["vision"])
+    v2 = ABLATIONS.get("curriculum")([tags] + stages)
+    assert v2["curriculum"][0] is tags and v2["final_only"][0] is tags and len(v2["final_only"]) == 2
+    assert v2["final_only"][1].init == "previous" and tokens(v2["final_only"][1]) == tokens(final)
     with pytest.raises(ValueError, match="init"):
         ABLATIONS.get("tpe")(stages)
     smol = [dataclasses.replace(r, init="smol") for r in stages]
