@@ -216,7 +216,7 @@ def cmd_eval(args) -> int:
             raise ValueError(f"--data is required for {args.benchmark}")
         rank, world = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
         cfg = shard_from_env(EvalConfig(args.benchmark, args.data, args.out, frames=args.frames, limit=args.limit,
-                                        rank=rank, world=world, judge_url=args.judge_url,
+                                        rank=rank, world=world, judge_url=args.judge_url, mc_scoring=args.mc_scoring,
                                         tasks=args.tasks.split(",") if args.tasks else None))
         summary = run_eval(kc, cfg, name, progress=not args.json)
     if args.json:
@@ -373,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--shard", default=None, help="i/n: this process takes every n-th item (torchrun sets it)")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint for open-ended scoring")
+    p.add_argument("--mc-scoring", default="generate", choices=["generate", "likelihood"],
+                   help="multiple choice: the model names a letter (default), or the likeliest option text wins "
+                        "(lmms-eval's multiple_choice output type)")
     p.add_argument("--per-cell", type=int, default=2, help="niah: videos per (frames, depth) cell")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")

@@ -41,6 +41,8 @@ TEMPLATES = {
 TEMPLATES["videomme_sub"] = TEMPLATES["videomme"]
 SUBS_TEMPLATE = "This video's subtitles are listed below:\n{subs}\n\n"
 OPEN_TEMPLATE = "{question}\nAnswer the question concisely."
+# mc_scoring=likelihood: the question alone; each option is scored as the reply
+LIKELIHOOD_TEMPLATE = "{subs}{question}"
 
 
 @dataclass
@@ -57,11 +59,17 @@ class EvalConfig:
     batch_size: int = 8  # questions about one video decoded together
     judge_url: str | None = None  # OpenAI-compatible endpoint for open-ended scoring
     judge_model: str = "judge"
+    mc_scoring: str = "generate"  # generate: the model names a letter | likelihood: the likeliest option text
+
+    def __post_init__(self) -> None:
+        if self.mc_scoring not in ("generate", "likelihood"):
+            raise ValueError(f"mc_scoring must be 'generate' or 'likelihood', got {self.mc_scoring!r}")
 
     def settings(self, kc: KangarooChat, model_name: str) -> dict:
         return {"benchmark": self.benchmark, "model": model_name, "frames": self.frames, "sampler": "uniform",
                 "image_size": kc.preprocess.size, "resize": kc.preprocess.mode,
-                "prompt_template": template_for(self.benchmark),
+                "prompt_template": template_for(self.benchmark) if self.mc_scoring == "generate" else LIKELIHOOD_TEMPLATE,
+                "mc_scoring": self.mc_scoring,
                 "generation": {"greedy": True, "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size},
                 "limit": self.limit, "tasks": self.tasks, "judge": self.judge_url}
 
@@ -138,11 +146,19 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
                 rows, error = None, f"{type(e).__name__}: {e}"
             for b in range(0, len(its), cfg.batch_size):  # questions about one video, answered as a batch
                 chunk = its[b : b + cfg.batch_size]
-                outs = [None] * len(chunk) if error else kc.ask_batch(rows, [prompt_for(it, cfg.benchmark) for it in chunk], gen)
+                if error:
+                    outs = [None] * len(chunk)
+                elif cfg.mc_scoring == "likelihood" and not chunk[0].open_ended:
+                    outs = [_likeliest(kc, rows, it) for it in chunk]
+                else:
+                    outs = kc.ask_batch(rows, [prompt_for(it, cfg.benchmark) for it in chunk], gen)
                 for it, out in zip(chunk, outs):
                     rec = {"qid": it.qid, "task": it.task, "answer": it.answer, "output": out}
                     if error:
                         rec.update(pred=None, correct=False, error=error)
+                    elif isinstance(out, dict):  # likelihood scoring
+                        rec.update(output=it.candidates[out["pred"]], pred=out["pred"], scores=out["scores"],
+                                   correct=out["pred"] == it.answer)
                     elif not it.open_ended:
                         rec["pred"] = extract_choice(out, it.candidates)
                         rec["correct"] = rec["pred"] == it.answer
@@ -151,6 +167,12 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
                 bar.update(len(chunk))
     bar.close()
     return len(todo)
+
+
+def _likeliest(kc: KangarooChat, rows, it: Item) -> dict:
+    subs = SUBS_TEMPLATE.format(subs=it.subtitles[:4000]) if it.subtitles else ""
+    scores = kc.score_options(rows, LIKELIHOOD_TEMPLATE.format(subs=subs, question=it.question), it.candidates)
+    return {"pred": max(range(len(scores)), key=scores.__getitem__), "scores": [round(x, 4) for x in scores]}
 
 
 def judge_score(cfg: EvalConfig, question: str, reference: str, output: str) -> float:

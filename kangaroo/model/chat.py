@@ -250,6 +250,45 @@ class KangarooChat:
         return [self.tok.decode(a, skip_special_tokens=True).strip() for a in answers]
 
     @torch.inference_mode()
+    def score_options(self, visual: torch.Tensor | None, question: str, options: list[str]) -> list[float]:
+        """Log-likelihood of each option as the whole assistant reply (its end-of-turn token
+        included) to ``question`` about the video: multiple choice scored the way lm-eval's and
+        lmms-eval's ``multiple_choice`` tasks do, without asking the model to name a letter."""
+        if not options:
+            return []
+        n_vis = 0 if visual is None else visual.shape[0]
+        sys_msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        user = [{"role": "user", "content": question, "video": visual is not None}]
+        prompt = self.builder.build(sys_msgs + user, n_vis, add_generation_prompt=True)
+        conts = []
+        for o in options:  # the reply as the chat template renders it, minus the prompt
+            full = self.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], n_vis,
+                                      add_generation_prompt=False)
+            if full[: len(prompt)] != prompt:
+                raise ValueError("the chat template does not render the reply after the prompt")
+            cont = full[len(prompt):]
+            while len(cont) > 1 and cont[-1] not in self.stops:  # drop what follows the end-of-turn token
+                cont = cont[:-1]
+            conts.append(cont)
+        B, C = len(options), max(len(c) for c in conts)
+        L = len(prompt) + C
+        dev = self.device
+        ids = torch.zeros(B, L, dtype=torch.long, device=dev)
+        mask = torch.zeros(B, L, dtype=torch.long, device=dev)
+        for i, c in enumerate(conts):  # left-padded: every continuation ends at the last position
+            row = prompt + c
+            ids[i, L - len(row):] = torch.tensor(row, device=dev)
+            mask[i, L - len(row):] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        out = self.model(ids, visual=visual, attention_mask=mask, position_ids=pos, logits_to_keep=C + 1)
+        logp = torch.log_softmax(out["logits"][:, :-1].float(), dim=-1)  # [B, C, V]: predicts the last C tokens
+        scores = []
+        for i, c in enumerate(conts):
+            lp = logp[i, C - len(c):]
+            scores.append(float(lp.gather(-1, torch.tensor(c, device=dev)[:, None]).sum()))
+        return scores
+
+    @torch.inference_mode()
     def _generate(self, conv: Conversation, gen: GenerationConfig) -> Iterator[int]:
         n_vis = 0 if conv.visual is None else conv.visual.shape[0]
         ids = self.builder.build(conv.messages, n_vis, add_generation_prompt=True)

@@ -7,6 +7,7 @@
     OUT/openqa.json         open-ended: {video, question, answer, family, evidence}
     OUT/conversations.json  LLaVA-style multi-round: {id, video, conversations: [{from, value}]}
     OUT/mc_conversations.json  the same, every multiple-choice question of the video, one per round
+    OUT/images.json, image_mcqa.json  with --images-per-video: still frames, captioned and as multiple choice
     OUT/manifest.json       what was generated, with which settings
 
 Video paths in the manifests are relative to OUT.
@@ -59,7 +60,7 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
     base = base or SynthConfig()
     rng = np.random.default_rng(seed)
-    timelines, captions, mcqa, openqa, convs, mc_convs, images = [], [], [], [], [], [], []
+    timelines, captions, mcqa, openqa, convs, mc_convs, images, image_mc = [], [], [], [], [], [], [], []
     total_frames = 0
     plan = []
     for i in range(num_videos):
@@ -84,10 +85,14 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
             openqa.append(open_item)
         convs.append(_conversation(rel, items, vseed))
         mc_convs.append(mc_conversation(rel, items, vseed))
-        images.extend(_images(tl, out, f"synth_{seed}_{i:05d}", images_per_video, vseed))
+        recs, mc = _images(tl, out, f"synth_{seed}_{i:05d}", images_per_video, vseed)
+        images.extend(recs)
+        image_mc.extend(mc)
     bar.close()
     outputs = [("timelines", timelines), ("captions", captions), ("mcqa", mcqa), ("openqa", openqa),
-               ("conversations", convs), ("mc_conversations", mc_convs)] + ([("images", images)] if images_per_video else [])
+               ("conversations", convs), ("mc_conversations", mc_convs)]
+    if images_per_video:
+        outputs += [("images", images), ("image_mcqa", image_mc)]
     for name, obj in outputs:
         _atomic_json(os.path.join(out, f"{name}.json"), obj)
     manifest = {
@@ -99,25 +104,28 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
         "base_config": base.to_dict(),
         "vary": vary,
         "counts": {"videos": len(timelines), "captions": len(captions), "mcqa": len(mcqa), "openqa": len(openqa),
-                   "conversations": len(convs), "mc_conversations": len(mc_convs), "images": len(images)},
+                   "conversations": len(convs), "mc_conversations": len(mc_convs), "images": len(images),
+                   "image_mcqa": len(image_mc)},
         "families": sorted({q["family"] for q in openqa}),
     }
     _atomic_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
 
 
-def _images(tl, out: str, stem: str, n: int, seed: int) -> list[dict]:
-    """Single frames as image-text pairs (LLaVA format): what is in the picture (curriculum stage 1)."""
+def _images(tl, out: str, stem: str, n: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Single frames as image-text pairs (LLaVA format): what is in the picture (curriculum stage 1),
+    and the same pictures as multiple-choice questions (instruction tuning)."""
     from PIL import Image
 
     from .qa import article
     from .render import render_frame
+    from .timeline import COLORS, NEEDLE_SHAPES, SHAPES
 
     if n <= 0:
-        return []
+        return [], []
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     rng = np.random.default_rng(seed + 2)
-    recs = []
+    recs, mc = [], []
     for k in range(n):
         # every other picture is taken while a chosen object (the brief needle included) is on
         # screen, so rare objects are seen as often as common ones
@@ -132,7 +140,16 @@ def _images(tl, out: str, stem: str, n: int, seed: int) -> list[dict]:
         answer = (" and ".join(article(n) for n in names).capitalize() + ".") if names else "Nothing, an empty scene."
         recs.append({"id": f"{stem}_{k}", "image": rel, "conversations": [
             {"from": "human", "value": "<image>\nWhat objects are in the picture?"}, {"from": "gpt", "value": answer}]})
-    return recs
+        if names:  # the same picture as a multiple-choice question: which of these is in it?
+            pick = names[int(rng.integers(len(names)))]
+            pool = [f"{c} {s}" for s in SHAPES + NEEDLE_SHAPES for c in COLORS if f"{c} {s}" not in names]
+            cands = [pick] + [pool[i] for i in rng.choice(len(pool), size=3, replace=False)]
+            rng.shuffle(cands)
+            q = "Which object is in the picture?" if len(names) == 1 else "Which of these objects is in the picture?"
+            mc.append({"id": f"{stem}_{k}_mc", "image": rel, "conversations": [
+                {"from": "human", "value": "<image>\n" + mc_prompt(q, cands)},
+                {"from": "gpt", "value": "ABCD"[cands.index(pick)]}]})
+    return recs, mc
 
 
 def _conversation(video: str, items: list[dict], seed: int) -> dict:

@@ -186,3 +186,16 @@ def test_prompt_templates_per_benchmark(tmp_path, synth_video):
     assert p.startswith("This video's subtitles") and "The best answer is:" in p and "(C) 3." in p
     assert "Only give the best option." in prompt_for(it, "mvbench")
     assert prompt_for(it, "mlvu").endswith("Answer with the option's letter from the given choices directly.")
+
+
+def test_likelihood_scoring_picks_the_likeliest_option(tmp_path, synth_dir, tiny_chat_model, smol_tokenizer):
+    kc = KangarooChat(tiny_chat_model, smol_tokenizer)
+    cfg = EvalConfig("synthetic", str(synth_dir), str(tmp_path / "o"), frames=4, limit=5, mc_scoring="likelihood")
+    res = run_eval(kc, cfg, "tiny", progress=False)
+    assert res["settings"]["mc_scoring"] == "likelihood" and res["n"] == 5 and res["unparsed"] == 0
+    recs = [json.loads(x) for x in (tmp_path / "o" / "predictions.rank0.jsonl").read_text().splitlines()]
+    for r in recs:
+        assert r["pred"] == max(range(len(r["scores"])), key=r["scores"].__getitem__)
+        assert r["correct"] == (r["pred"] == r["answer"])
+    with pytest.raises(ValueError, match="mc_scoring"):
+        EvalConfig("synthetic", "d", "o", mc_scoring="vibes")

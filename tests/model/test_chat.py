@@ -105,3 +105,29 @@ def test_batched_answers_equal_sequential(tiny_chat_model, smol_tokenizer, synth
     assert kc.ask_batch(rows, qs, GenerationConfig.greedy(6)) == seq
     assert kc.ask_batch(None, ["hi", "a longer question here"], GenerationConfig.greedy(4)) == [
         kc.ask(kc.start(None), q, GenerationConfig.greedy(4)) for q in ["hi", "a longer question here"]]
+
+
+def test_option_likelihoods_equal_one_sequence_at_a_time(tiny_chat_model, smol_tokenizer, synth_video):
+    """score_options left-pads options of different lengths into one batch: each score must
+    equal the log-likelihood of that reply computed alone, token by token."""
+    import torch
+
+    kc = KangarooChat(tiny_chat_model, smol_tokenizer)
+    rows, _ = kc.encode(synth_video)
+    q = "Which object is on screen at 2.0 seconds?"
+    opts = ["a red circle", "blue", "a green triangle that moves"]
+    got = kc.score_options(rows, q, opts)
+    sys_msgs = [{"role": "system", "content": kc.system_prompt}] if kc.system_prompt else []
+    user = [{"role": "user", "content": q, "video": True}]
+    prompt = kc.builder.build(sys_msgs + user, rows.shape[0], add_generation_prompt=True)
+    for o, g in zip(opts, got):
+        full = kc.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], rows.shape[0],
+                                add_generation_prompt=False)
+        cont = full[len(prompt):]
+        cont = cont[: max(i for i, t in enumerate(cont) if t in kc.stops) + 1]
+        with torch.no_grad():
+            logits = tiny_chat_model(torch.tensor([full[: len(prompt) + len(cont)]]), visual=rows)["logits"][0]
+        lp = torch.log_softmax(logits.float(), -1)
+        ref = sum(float(lp[len(prompt) + k - 1, t]) for k, t in enumerate(cont))
+        assert g == pytest.approx(ref, abs=2e-3)
+    assert len(set(round(x, 3) for x in got)) == 3

@@ -104,6 +104,15 @@ def test_synth_writes_every_mc_question_as_one_conversation(image_data):
         by_q = {q["question"]: "ABCD"[q["answer_index"]] for q in mine}
         for a, ans in zip(asks, answers):
             assert by_q[a.replace("<video>\n", "").split("\nOptions:")[0]] == ans
-    # needle images: every other picture is taken while some object is on screen
+    # still frames: captioned, and the same pictures as multiple choice whose answer is in the caption
     imgs = json.load(open(image_data / "images.json"))
     assert len(imgs) == 18
+    caption = {r["image"]: r["conversations"][1]["value"].lower() for r in imgs}
+    mc = json.load(open(image_data / "image_mcqa.json"))
+    assert 9 <= len(mc) <= 18  # every picture with something in it
+    for r in mc:
+        ask, letter = r["conversations"][0]["value"], r["conversations"][1]["value"]
+        options = [line[4:] for line in ask.splitlines() if line.startswith("(")]
+        assert len(options) == 4 and len(set(options)) == 4
+        assert options["ABCD".index(letter)] in caption[r["image"]]
+        assert sum(o in caption[r["image"]] for o in options) == 1
