@@ -22,7 +22,7 @@ import json
 import os
 import time
 import uuid
-from typing import Any, Literal, Union
+from typing import Literal, Union
 
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.exceptions import RequestValidationError

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from collections import Counter
 
@@ -187,44 +186,28 @@ class TagTrainer:
         return s
 
     def save_checkpoint(self) -> None:
-        from safetensors.torch import save_file
+        from .trainer import write_checkpoint
 
-        from .trainer import _atomic_write
-
-        ckdir = os.path.join(self.out, "checkpoints")
-        final = os.path.join(ckdir, f"step_{self.step:07d}")
-        tmp = final + ".part"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        save_file(self._state(), os.path.join(tmp, "trainable.safetensors"))
-        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
-                   os.path.join(tmp, "optim.pt"))
-        with open(os.path.join(tmp, "state.json"), "w") as f:
-            json.dump({"step": self.step, "world": 1}, f)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        _atomic_write(os.path.join(ckdir, "latest"), os.path.basename(final))
+        write_checkpoint(self.out, self.step, self._state(),
+                         {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
+                         {"step": self.step, "world": 1})
 
     def load_checkpoint(self) -> bool:
-        from safetensors.torch import load_file
+        from .trainer import read_checkpoint
 
-        latest = os.path.join(self.out, "checkpoints", "latest")
-        if not os.path.exists(latest):
+        ck = read_checkpoint(self.out)
+        if ck is None:
             return False
-        ck = os.path.join(self.out, "checkpoints", open(latest).read().strip())
-        state = load_file(os.path.join(ck, "trainable.safetensors"))
+        state, blob, meta = ck
         params = dict(self.model.named_parameters())
-        head = {k[len("tag_head."):]: v for k, v in state.items() if k.startswith("tag_head.")}
-        self.head.load_state_dict(head)
+        self.head.load_state_dict({k[len("tag_head."):]: v for k, v in state.items() if k.startswith("tag_head.")})
         with torch.no_grad():
             for k, v in state.items():
                 if not k.startswith("tag_head."):
                     params[k].copy_(v)
-        blob = torch.load(os.path.join(ck, "optim.pt"), weights_only=True)
         self.opt.load_state_dict(blob["optimizer"])
         self.sched.load_state_dict(blob["scheduler"])
-        with open(os.path.join(ck, "state.json")) as f:
-            self.step = json.load(f)["step"]
+        self.step = meta["step"]
         return True
 
     def export(self, path: str) -> str:

@@ -226,8 +226,6 @@ class Trainer:
         return {k: v.detach().cpu().clone() for k, v in self.model.named_parameters() if v.requires_grad}
 
     def save_checkpoint(self) -> None:
-        from safetensors.torch import save_file
-
         if self.world > 1:  # collective: every rank takes part, rank 0 writes
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                                  get_optimizer_state_dict)
@@ -241,33 +239,17 @@ class Trainer:
             state, osd = self._trainable_state(), self.opt.state_dict()
         if self.rank != 0:
             return
-        ckdir = os.path.join(self.out, "checkpoints")
-        final = os.path.join(ckdir, f"step_{self.step:07d}")
-        tmp = final + ".part"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        save_file(state, os.path.join(tmp, "trainable.safetensors"))
-        torch.save({"optimizer": osd, "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state()},
-                   os.path.join(tmp, "optim.pt"))
-        with open(os.path.join(tmp, "state.json"), "w") as f:
-            json.dump({"step": self.step, "cursor": self.cursor, "world": self.world}, f)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)  # a checkpoint is either whole or absent
-        _atomic_write(os.path.join(ckdir, "latest"), os.path.basename(final))
+        write_checkpoint(self.out, self.step, state,
+                         {"optimizer": osd, "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state()},
+                         {"step": self.step, "cursor": self.cursor, "world": self.world})
 
     def load_checkpoint(self) -> bool:
-        from safetensors.torch import load_file
-
-        latest = os.path.join(self.out, "checkpoints", "latest")
-        if not os.path.exists(latest):
+        ck = read_checkpoint(self.out)
+        if ck is None:
             return False
-        ck = os.path.join(self.out, "checkpoints", open(latest).read().strip())
-        with open(os.path.join(ck, "state.json")) as f:
-            st = json.load(f)
+        state, blob, st = ck
         if st["world"] != self.world:
             raise ValueError(f"checkpoint was written with {st['world']} processes, resuming with {self.world}")
-        state = load_file(os.path.join(ck, "trainable.safetensors"))
-        blob = torch.load(os.path.join(ck, "optim.pt"), weights_only=True)
         if self.world > 1:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                                  set_optimizer_state_dict)
@@ -312,6 +294,40 @@ def export_model(model, tok, recipe: Recipe, base_llm: str | None, path: str) ->
         lora = {"r": lc.r, "alpha": lc.lora_alpha, "dropout": lc.lora_dropout, "targets": sorted(lc.target_modules)}
     full_llm = "llm" in recipe.train
     return save_model(model, tok, path, base_llm=None if full_llm else base_llm, lora=None if full_llm else lora)
+
+
+def write_checkpoint(out: str, step: int, state: dict, optim: dict, meta: dict) -> str:
+    """OUT/checkpoints/step_N/{trainable.safetensors, optim.pt, state.json}, written to a
+    temporary folder and renamed (a checkpoint is either whole or absent), then ``latest``."""
+    from safetensors.torch import save_file
+
+    ckdir = os.path.join(out, "checkpoints")
+    final = os.path.join(ckdir, f"step_{step:07d}")
+    tmp = final + ".part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_file(state, os.path.join(tmp, "trainable.safetensors"))
+    torch.save(optim, os.path.join(tmp, "optim.pt"))
+    with open(os.path.join(tmp, "state.json"), "w") as f:
+        json.dump(meta, f)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    _atomic_write(os.path.join(ckdir, "latest"), os.path.basename(final))
+    return final
+
+
+def read_checkpoint(out: str) -> tuple[dict, dict, dict] | None:
+    """(trainable state, optimiser blob, state.json) of OUT's latest checkpoint, or None."""
+    from safetensors.torch import load_file
+
+    latest = os.path.join(out, "checkpoints", "latest")
+    if not os.path.exists(latest):
+        return None
+    ck = os.path.join(out, "checkpoints", open(latest).read().strip())
+    with open(os.path.join(ck, "state.json")) as f:
+        meta = json.load(f)
+    return (load_file(os.path.join(ck, "trainable.safetensors")),
+            torch.load(os.path.join(ck, "optim.pt"), weights_only=True), meta)
 
 
 def _atomic_write(path: str, text: str) -> None:

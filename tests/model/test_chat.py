@@ -110,7 +110,6 @@ def test_batched_answers_equal_sequential(tiny_chat_model, smol_tokenizer, synth
 def test_option_likelihoods_equal_one_sequence_at_a_time(tiny_chat_model, smol_tokenizer, synth_video):
     """score_options left-pads options of different lengths into one batch: each score must
     equal the log-likelihood of that reply computed alone, token by token."""
-    import torch
 
     kc = KangarooChat(tiny_chat_model, smol_tokenizer)
     rows, _ = kc.encode(synth_video)

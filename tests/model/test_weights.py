@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from kangaroo.model import KangarooForConditionalGeneration, tiny_config
+from kangaroo.model import KangarooForConditionalGeneration
 from kangaroo.model.weights import convert_official, load_model
 
 

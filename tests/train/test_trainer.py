@@ -9,7 +9,7 @@ import torch
 
 from kangaroo.model import KangarooForConditionalGeneration, tiny_config
 from kangaroo.model.chat import PromptBuilder
-from kangaroo.train import DataSource, Recipe, Trainer, greedy_rows
+from kangaroo.train import Recipe, Trainer, greedy_rows
 from kangaroo.train.data import IGNORE, Mixture, tokenize
 
 
