@@ -170,8 +170,7 @@ def _conversation(video: str, items: list[dict], seed: int) -> dict:
 
 def mc_conversation(video: str, items: list[dict], seed: int) -> dict:
     """Every multiple-choice question of one video as the rounds of one conversation, in a
-    random order. One copy of the video's tokens serves all its questions, so a training
-    step learns several answers for about the price of one."""
+    random order: one copy of the video's tokens serves all its questions (about nine)."""
     rng = np.random.default_rng(seed + 3)
     mc = [q for q in items if "candidates" in q]
     turns = []
