@@ -139,7 +139,7 @@ class TagTrainer:
         return x, self.targets[idx]
 
     def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
-        from .trainer import plot_losses
+        from .trainer import append_metrics, plot_losses
 
         if resume:
             self.load_checkpoint()
@@ -166,8 +166,7 @@ class TagTrainer:
             last = {"step": self.step, "loss": loss.item(), "lr": self.sched.get_last_lr()[0], "grad_norm": float(gnorm),
                     "exact_match": exact, "img_s": len(x) / dt}
             if self.step % r.log_every == 0:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(last) + "\n")
+                append_metrics(metrics_path, last)
             bar.set_postfix(loss=f"{last['loss']:.4f}", exact=f"{exact:.2f}", img_s=f"{last['img_s']:.0f}")
             bar.update(1)
             if self.step % r.save_every == 0 or self.step == r.max_steps:

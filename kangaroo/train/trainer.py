@@ -206,8 +206,7 @@ class Trainer:
                     "samples": sum(n for _, n in rows), "cursor": self.cursor}
             if self.rank == 0:
                 if self.step % r.log_every == 0:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(last) + "\n")
+                    append_metrics(metrics_path, last)
                 bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tok_s']:.0f}")
                 bar.update(1)
             if self.step % r.save_every == 0 or self.step == r.max_steps:
@@ -328,6 +327,12 @@ def read_checkpoint(out: str) -> tuple[dict, dict, dict] | None:
         meta = json.load(f)
     return (load_file(os.path.join(ck, "trainable.safetensors")),
             torch.load(os.path.join(ck, "optim.pt"), weights_only=True), meta)
+
+
+def append_metrics(path: str, row: dict) -> None:
+    """One step's metrics as a line of ``metrics.jsonl``."""
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def _atomic_write(path: str, text: str) -> None:
