@@ -181,7 +181,7 @@ def cmd_ablate(args) -> int:
     recipes = [Recipe.load(p) for p in args.recipes]
     rep = run_ablation(args.name, recipes, args.out, args.data, frames=args.frames, limit=args.limit,
                        tasks=args.tasks.split(",") if args.tasks else None, resume=args.resume,
-                       progress=not args.json)
+                       progress=not args.json, mc_scoring=args.mc_scoring, steps_scale=args.steps_scale)
     if args.json:
         _print_json(rep)
     else:
@@ -346,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--tasks", default=None, help="question families, comma-separated (tpe: appear_at,when)")
+    p.add_argument("--mc-scoring", choices=["generate", "likelihood"], default="generate",
+                   help="multiple choice: the model names a letter, or the likeliest option text")
+    p.add_argument("--steps-scale", type=float, default=1.0,
+                   help="scale every language-model stage's steps (a cheaper ablation; variants stay at equal compute)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ablate)

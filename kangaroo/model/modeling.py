@@ -63,6 +63,21 @@ class KangarooForConditionalGeneration(PreTrainedModel):
             self._tied_weights_keys = {"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"}
         self.post_init()
 
+    def switch_tpe(self, kind: str) -> None:
+        """Change the temporal position embedding's kind in place (the tpe ablation forks here).
+
+        Between sincos, index and none the learned gain carries over (or starts at one);
+        a 'learned' table has no counterpart, so switching to or from it is refused."""
+        if kind == self.config.tpe:
+            return
+        if "learned" in (kind, self.config.tpe):
+            raise ValueError(f"cannot switch the temporal embedding from {self.config.tpe!r} to {kind!r}")
+        old = self.temporal_embed
+        new = TemporalEmbedding(kind, old.width, old.scale, old.max_seconds).to(self.markers.device)
+        if hasattr(old, "gain") and hasattr(new, "gain"):
+            new.gain.data.copy_(old.gain.data)
+        self.temporal_embed, self.config.tpe = new, kind
+
     # ---- weights -------------------------------------------------------------------------
     def _init_weights(self, module):
         if module is self.vision_tower:

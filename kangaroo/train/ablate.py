@@ -14,7 +14,9 @@ on a held-out synthetic set with the evaluation harness. Output: ``results.json`
   (``sincos``), from frame indices (``index``) and without one (``none``); evaluated on the
   "what appears at time t" and "when" families by default.
 
-Variants train in order and resume (``--resume``) like any curriculum.
+Variants train in order and resume (``--resume``) like any curriculum; leading stages a
+variant shares with an earlier one (the tags stages) are trained once and copied.
+``steps_scale`` < 1 runs a cheaper ablation: every language-model stage's steps scaled alike.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 from ..registry import Registry
 from .recipe import MODULES, Recipe
@@ -60,32 +63,69 @@ def curriculum_variants(stages: list[Recipe]) -> dict[str, list[Recipe]]:
 def tpe_variants(stages: list[Recipe]) -> dict[str, list[Recipe]]:
     if stages[0].init not in ("smol", "8b"):
         raise ValueError("the tpe ablation builds fresh models: the first stage's init must be 'smol' or '8b'")
-    return {t: [dataclasses.replace(r, tpe=t) for r in stages] for t in ("sincos", "index", "none")}
+    # vision pre-training (tags) never sees a timestamp: shared, and the variants fork after it
+    return {t: [r if r.objective == "tags" else dataclasses.replace(r, tpe=t) for r in stages]
+            for t in ("sincos", "index", "none")}
+
+
+def scale_steps(stages: list[Recipe], factor: float) -> list[Recipe]:
+    """A cheaper (factor < 1) run of the same ablation: every language-model stage's steps,
+    warm-up and checkpoint interval scaled; vision pre-training (tags) stages kept as they are."""
+    if factor <= 0:
+        raise ValueError("the steps scale must be > 0")
+    out = []
+    for r in stages:
+        if r.objective != "tags" and factor != 1:
+            steps = max(1, round(r.max_steps * factor))
+            r = dataclasses.replace(r, max_steps=steps, warmup_steps=min(steps - 1, round(r.warmup_steps * factor)),
+                                    save_every=max(1, round(r.save_every * factor)))
+        out.append(r)
+    return out
+
+
+def _shared(done: list[tuple[str, list[Recipe]]], vout: str, recipes: list[Recipe]) -> int:
+    """Copy the leading stages this variant shares with an already trained one; their count."""
+    best, src = 0, None
+    for pout, prev in done:
+        n = 0
+        while n < min(len(prev), len(recipes)) and prev[n] == recipes[n]:
+            n += 1
+        if n > best:
+            best, src = n, pout
+    for i in range(best):
+        d = f"{i + 1}_{recipes[i].name}"
+        if os.path.abspath(os.path.join(src, d)) != os.path.abspath(os.path.join(vout, d)):
+            shutil.rmtree(os.path.join(vout, d), ignore_errors=True)
+            shutil.copytree(os.path.join(src, d), os.path.join(vout, d), ignore=shutil.ignore_patterns("checkpoints"))
+    return best
 
 
 DEFAULT_TASKS = {"curriculum": None, "tpe": ["appear_at", "when"]}
 
 
 def run_ablation(name: str, stages: list[Recipe], out: str, data: str, frames: int = 16, limit: int | None = None,
-                 tasks: list[str] | None = None, resume: bool = False, progress: bool = True) -> dict:
+                 tasks: list[str] | None = None, resume: bool = False, progress: bool = True,
+                 mc_scoring: str = "generate", steps_scale: float = 1.0) -> dict:
     from ..eval.harness import EvalConfig, run_eval
     from ..model.chat import KangarooChat
     from .trainer import run_curriculum
 
-    variants = ABLATIONS.get(name)(stages)
+    variants = ABLATIONS.get(name)(scale_steps(stages, steps_scale))
     tasks = tasks if tasks is not None else DEFAULT_TASKS.get(name)
-    results = {}
+    results, done = {}, []
     for vname, recipes in variants.items():
         vout = os.path.join(out, vname)
-        run_curriculum(recipes, vout, resume=resume, progress=progress)
+        run_curriculum(recipes, vout, resume=resume, progress=progress, reuse=_shared(done, vout, recipes))
+        done.append((vout, recipes))
         model_dir = os.path.join(vout, f"{len(recipes)}_{recipes[-1].name}", "model")
         compute = _measured(vout, recipes)
         kc = KangarooChat.load(model_dir)
         ev = run_eval(kc, EvalConfig("synthetic", data, os.path.join(vout, "eval"), frames=frames, limit=limit,
-                                     tasks=tasks), vname, progress=progress)
+                                     tasks=tasks, mc_scoring=mc_scoring), vname, progress=progress)
         results[vname] = {"accuracy": ev["accuracy"], "per_task": ev["per_task"], "n": ev.get("n"), **compute,
                           "stages": [r.name for r in recipes], "steps": [r.max_steps for r in recipes]}
-    report = {"ablation": name, "data": data, "frames": frames, "tasks": tasks, "variants": results}
+    report = {"ablation": name, "data": data, "frames": frames, "tasks": tasks, "mc_scoring": mc_scoring,
+              "steps_scale": steps_scale, "variants": results}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(report, f, indent=2)
     with open(os.path.join(out, "results.md"), "w") as f:
@@ -95,7 +135,7 @@ def run_ablation(name: str, stages: list[Recipe], out: str, data: str, frames: i
 
 
 def _measured(vout: str, recipes: list[Recipe]) -> dict:
-    """Training tokens and seconds actually spent, from each stage's metrics.jsonl."""
+    """Language-model training tokens and seconds (all stages) actually spent, from the metrics.jsonl files."""
     tokens = seconds = 0.0
     for i, r in enumerate(recipes):
         path = os.path.join(vout, f"{i + 1}_{r.name}", "metrics.jsonl")
@@ -104,6 +144,9 @@ def _measured(vout: str, recipes: list[Recipe]) -> dict:
         with open(path) as f:
             for line in f:
                 m = json.loads(line)
+                if "img_s" in m:  # a tags stage: images, not language-model tokens
+                    seconds += r.batch_size / max(m["img_s"], 1e-9)
+                    continue
                 tokens += m["tokens"]
                 seconds += m["tokens"] / max(m["tok_s"], 1e-9)
     return {"train_tokens": int(tokens), "train_seconds": round(seconds, 1)}
@@ -111,7 +154,8 @@ def _measured(vout: str, recipes: list[Recipe]) -> dict:
 
 def format_ablation(r: dict) -> str:
     tasks = sorted({t for v in r["variants"].values() for t in v["per_task"]})
-    lines = [f"# Ablation: {r['ablation']} ({r['frames']} frames, {r['data']})", "",
+    scoring = r.get("mc_scoring", "generate")
+    lines = [f"# Ablation: {r['ablation']} ({r['frames']} frames, {r['data']}, multiple choice by {scoring})", "",
              "| variant | accuracy | " + " | ".join(tasks) + " | train tokens | train s |",
              "|---|---|" + "---|" * len(tasks) + "---|---|"]
     for name, v in r["variants"].items():
@@ -139,7 +183,7 @@ def plot_ablation(r: dict, path: str) -> None:
     ax.set_xticks(x, tasks)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"ablation: {r['ablation']} ({r['frames']} frames)")
+    ax.set_title(f"ablation: {r['ablation']} ({r['frames']} frames, MC by {r.get('mc_scoring', 'generate')})")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -58,7 +58,7 @@ class Recipe:
     seed: int = 0
     save_every: int = 50
     log_every: int = 1
-    tpe: str = "sincos"  # for init=smol / 8b
+    tpe: str | None = None  # a fresh model's (init smol / 8b; None = sincos); on a loaded one, switches it
     objective: str = "lm"  # lm: next-token loss on answers | tags: vision pre-training on caption tags (tags.py)
     batch_size: int = 64  # images per step (objective tags)
     data_workers: int | None = None  # processes encoding samples ahead; None = 0 on CPU, up to 4 per GPU
@@ -80,6 +80,8 @@ class Recipe:
             raise ValueError("max_steps, rows_per_step >= 1 and max_seq_len >= 16")
         if self.objective not in ("lm", "tags"):
             raise ValueError(f"objective must be 'lm' or 'tags', got {self.objective!r}")
+        if self.tpe is not None and self.tpe not in ("sincos", "index", "learned", "none"):
+            raise ValueError(f"tpe must be sincos, index, learned or none, got {self.tpe!r}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         for d in self.data:

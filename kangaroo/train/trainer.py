@@ -45,13 +45,15 @@ def build_model(recipe: Recipe, previous: str | None = None):
     if init is None:
         raise ValueError(f"recipe {recipe.name!r} starts from 'previous' but there is no previous stage")
     if init == "smol":
-        model, tok = build_smol(tpe=recipe.tpe, seed=recipe.seed)
+        model, tok = build_smol(tpe=recipe.tpe or "sincos", seed=recipe.seed)
         return model, tok, SMOL_BASE
     from ..model.hub import resolve_model_path
     from ..model.weights import META
 
     # LoRA adapters of the init stay adapters unless this stage trains the whole LLM (then merged first)
     model, tok = load_model(init, merge_lora="llm" in recipe.train)
+    if recipe.tpe is not None:
+        model.switch_tpe(recipe.tpe)
     compact = os.path.exists(os.path.join(resolve_model_path(init), META))
     return model, tok, SMOL_BASE if compact else None
 
@@ -366,13 +368,17 @@ def plot_losses(metrics_path: str, png: str, title: str) -> None:
     plt.close(fig)
 
 
-def run_curriculum(recipes: list[Recipe], out: str, resume: bool = False, progress: bool = True) -> list[dict]:
-    """Run stages in order; each starts from the previous stage's exported model."""
+def run_curriculum(recipes: list[Recipe], out: str, resume: bool = False, progress: bool = True,
+                   reuse: int = 0) -> list[dict]:
+    """Run stages in order; each starts from the previous stage's exported model.
+
+    The first ``reuse`` stages are taken as finished in ``out`` (copied there from a run
+    that shares them, as ablation variants do)."""
     results, previous = [], None
     for i, r in enumerate(recipes):
         stage_out = os.path.join(out, f"{i + 1}_{r.name}")
         done = os.path.join(stage_out, "model", "config.json")
-        if resume and os.path.exists(done):
+        if (resume or i < reuse) and os.path.exists(done):
             previous = os.path.join(stage_out, "model")
             results.append({"stage": r.name, "skipped": "already finished"})
             continue

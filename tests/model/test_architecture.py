@@ -102,6 +102,21 @@ def test_tpe_depends_on_timestamps_not_index():
     assert torch.allclose(mid, (lr.table.weight[2] + lr.table.weight[3]) / 2)
 
 
+def test_switch_tpe_keeps_gain_and_changes_encoding(tiny):
+    px, ts = torch.randn(4, 3, 56, 56), torch.tensor([0.0, 4.0, 9.0, 30.0])
+    with torch.no_grad():
+        tiny.temporal_embed.gain.mul_(2.0)
+    before = tiny.encode_video(px, ts)
+    tiny.switch_tpe("index")
+    assert tiny.config.tpe == "index" and torch.allclose(tiny.temporal_embed.gain, torch.full((tiny.temporal_embed.width,), 2.0))
+    assert not torch.allclose(tiny.encode_video(px, ts), before)  # frame indices, not seconds
+    tiny.switch_tpe("none")
+    plain = tiny.encode_video(px, ts)
+    assert torch.allclose(plain, tiny.encode_video(px, ts * 7))  # no time information left
+    with pytest.raises(ValueError, match="learned"):
+        tiny.switch_tpe("learned")
+
+
 def test_video_embedding_changes_with_timestamps(tiny):
     px = torch.randn(4, 3, 56, 56)
     a = tiny.encode_video(px, torch.tensor([0.0, 1.0, 2.0, 3.0]))

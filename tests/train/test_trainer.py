@@ -180,6 +180,42 @@ def test_ablation_variants_at_equal_compute(tiny_dir, synth_dir):
     smol = [dataclasses.replace(r, init="smol") for r in stages]
     assert {k: [r.tpe for r in rs] for k, rs in ABLATIONS.get("tpe")(smol).items()} == {
         "sincos": ["sincos"] * 2, "index": ["index"] * 2, "none": ["none"] * 2}
+    # the tpe variants share the tags stage and fork at the first language-model stage
+    tags0 = dataclasses.replace(tags, init="smol")
+    tv = ABLATIONS.get("tpe")([tags0] + [dataclasses.replace(r, init="previous") for r in stages])
+    assert all(rs[0] is tags0 and rs[0].tpe is None and rs[1].tpe == k for k, rs in tv.items())
+
+
+def test_scale_steps_keeps_tags_stages(tiny_dir, synth_dir):
+    from kangaroo.train.ablate import scale_steps
+
+    tags = recipe(tiny_dir, synth_dir, name="tags", objective="tags", train=["vision"], max_steps=100)
+    lm = recipe(tiny_dir, synth_dir, name="lm", max_steps=90, warmup_steps=20, save_every=30)
+    a, b = scale_steps([tags, lm], 1 / 3)
+    assert a is tags and (b.max_steps, b.warmup_steps, b.save_every) == (30, 7, 10)
+    assert scale_steps([lm], 0.001)[0].max_steps == 1
+    with pytest.raises(ValueError):
+        scale_steps([lm], 0)
+    with pytest.raises(ValueError, match="tpe"):
+        recipe(tiny_dir, synth_dir, tpe="rotary")
+
+
+def test_ablation_variants_train_shared_stages_once(tmp_path, tiny_dir, synth_dir):
+    """A variant copies the leading stages it shares with one trained before it, and does not retrain them."""
+    from kangaroo.train.ablate import _shared
+    from kangaroo.train.trainer import run_curriculum
+
+    first = recipe(tiny_dir, synth_dir, name="a", max_steps=1, train=["projector"])
+    v1 = [first, recipe(tiny_dir, synth_dir, name="b", init="previous", max_steps=1, train=["projector"])]
+    v2 = [first, recipe(tiny_dir, synth_dir, name="b", init="previous", max_steps=1, train=["patchify"], tpe="index")]
+    run_curriculum(v1, str(tmp_path / "v1"), progress=False)
+    n = _shared([(str(tmp_path / "v1"), v1)], str(tmp_path / "v2"), v2)
+    assert n == 1 and not (tmp_path / "v2" / "1_a" / "checkpoints").exists()
+    res = run_curriculum(v2, str(tmp_path / "v2"), progress=False, reuse=n)
+    assert res[0] == {"stage": "a", "skipped": "already finished"} and "skipped" not in res[1]
+    assert (tmp_path / "v2/1_a/metrics.jsonl").read_text() == (tmp_path / "v1/1_a/metrics.jsonl").read_text()
+    assert json.loads((tmp_path / "v2/2_b/model/config.json").read_text())["tpe"] == "index"  # switched at the fork
+    assert json.loads((tmp_path / "v1/2_b/model/config.json").read_text())["tpe"] == "sincos"
 
 
 def test_ablation_runs_end_to_end(tmp_path, tiny_dir, synth_dir):
