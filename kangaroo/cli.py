@@ -209,7 +209,7 @@ def cmd_eval(args) -> int:
     if args.benchmark == "niah":
         from .eval.niah import needle_suite
 
-        res = needle_suite(kc, args.out, per_cell=args.per_cell, progress=not args.json)
+        res = needle_suite(kc, args.out, per_cell=args.per_cell, progress=not args.json, mc_scoring=args.mc_scoring)
         summary = {k: v for k, v in res.items()}
     else:
         if not args.data:

@@ -24,7 +24,10 @@ DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 def needle_suite(kc: KangarooChat, out: str, frame_counts=FRAMES, depths=DEPTHS, duration: float = 120.0,
-                 per_cell: int = 2, needle_seconds: float = 1.0, seed: int = 0, progress: bool = True) -> dict:
+                 per_cell: int = 2, needle_seconds: float = 1.0, seed: int = 0, progress: bool = True,
+                 mc_scoring: str = "generate") -> dict:
+    if mc_scoring not in ("generate", "likelihood"):
+        raise ValueError(f"mc_scoring must be 'generate' or 'likelihood', got {mc_scoring!r}")
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
     cases = []
     for d in depths:
@@ -44,13 +47,18 @@ def needle_suite(kc: KangarooChat, out: str, frame_counts=FRAMES, depths=DEPTHS,
     for i, n in enumerate(frame_counts):
         for d, path, q in cases:
             rows, info = kc.encode(path, SamplingConfig(num_frames=n))
-            ans = kc.ask(Conversation(visual=rows, frames=info), mc_prompt(q["question"], q["candidates"]), gen)
-            grid[i, depths.index(d)] += extract_choice(ans, q["candidates"]) == q["answer_index"]
+            if mc_scoring == "likelihood":  # the likeliest option text as the reply (as the harness does)
+                scores = kc.score_options(rows, q["question"], q["candidates"])
+                pred = max(range(len(scores)), key=scores.__getitem__)
+            else:
+                ans = kc.ask(Conversation(visual=rows, frames=info), mc_prompt(q["question"], q["candidates"]), gen)
+                pred = extract_choice(ans, q["candidates"])
+            grid[i, depths.index(d)] += pred == q["answer_index"]
             bar.update(1)
     bar.close()
     grid /= per_cell
     result = {"benchmark": "niah", "frames": list(frame_counts), "depths": list(depths), "duration_s": duration,
-              "needle_seconds": needle_seconds, "per_cell": per_cell, "accuracy_grid": grid.round(4).tolist(),
+              "needle_seconds": needle_seconds, "per_cell": per_cell, "mc_scoring": mc_scoring, "accuracy_grid": grid.round(4).tolist(),
               "accuracy": round(float(grid.mean()), 4),
               "accuracy_by_frames": {int(n): round(float(grid[i].mean()), 4) for i, n in enumerate(frame_counts)}}
     with open(os.path.join(out, "niah.json"), "w") as f:
@@ -72,7 +80,8 @@ def heatmap(result: dict, png: str) -> None:
     ax.set_yticks(range(len(result["depths"])), [f"{d:.0%}" for d in result["depths"]])
     ax.set_xlabel("frames sampled")
     ax.set_ylabel("needle depth")
-    ax.set_title(f"needle in a {result['duration_s']:.0f} s video ({result['needle_seconds']:.0f} s needle)")
+    ax.set_title(f"needle in a {result['duration_s']:.0f} s video ({result['needle_seconds']:.0f} s needle, "
+                 f"MC by {result.get('mc_scoring', 'generate')})", fontsize=10)
     for i in range(g.shape[0]):
         for j in range(g.shape[1]):
             ax.text(i, j, f"{g[i, j]:.1f}", ha="center", va="center", fontsize=8)
