@@ -53,13 +53,22 @@ def _curate(args) -> tuple[dict, str]:
     return report, format_curate(report)
 
 
+@BENCHMARKS.register("score")
+def _score(args) -> tuple[dict, str]:
+    from .eval.bench import bench_score, format_score
+
+    report = bench_score(model=args.model, workdir=args.workdir, frames=(8,) if args.quick else (16, 64),
+                         num_questions=3 if args.quick else 8, progress=not args.json)
+    return report, format_score(report)
+
+
 def add_bench_args(p) -> None:
     p.add_argument("name", choices=BENCHMARKS.names())
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quick", action="store_true", help="a smaller run (for smoke tests)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", default=".bench", help="where generated inputs are cached")
-    p.add_argument("--model", default=None, help="serve: a model name or folder (default: kangaroo-smol's architecture)")
+    p.add_argument("--model", default=None, help="serve: a model name or folder (default: kangaroo-smol's architecture); score: (default: kangaroo-smol)")
 
 
 def run_bench(args) -> int:

@@ -25,3 +25,15 @@ def test_bench_curate_quick_json(tmp_path):
     assert v["filters_own_decode_s"] > 0 and v["filters_vs_their_decode"] > 0
     assert set(v["per_filter_vs_decode"]) == {"text_coverage", "face_coverage", "motion"}
     assert {"decode", "scenes", "text_coverage", "face_coverage", "motion", "keyframes"} <= set(rep["stages"])
+
+
+def test_bench_score_shared_prefix_equals_one_sequence_per_option(tmp_path):
+    """On the real kangaroo-smol: the shared-prefix scores equal the per-option baseline's (no timing asserted)."""
+    from kangaroo.eval.bench import bench_score, format_score
+
+    rep = bench_score(workdir=str(tmp_path), frames=(4,), num_questions=2, duration=12.0, progress=False)
+    [c] = rep["cases"]
+    assert c["frames"] == 4 and c["questions"] == 2 and c["options"] >= 4
+    assert c["max_abs_score_diff"] < 1e-3 and c["same_choice"] == 2
+    assert c["per_option_s"] > 0 and c["shared_prefix_s"] > 0 and "speedup_vs_per_question" in c
+    assert "shared prefix" in format_score(rep)

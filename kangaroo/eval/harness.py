@@ -149,7 +149,7 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
                 if error:
                     outs = [None] * len(chunk)
                 elif cfg.mc_scoring == "likelihood" and not chunk[0].open_ended:
-                    outs = [_likeliest(kc, rows, it) for it in chunk]
+                    outs = _likeliest(kc, rows, chunk)
                 else:
                     outs = kc.ask_batch(rows, [prompt_for(it, cfg.benchmark) for it in chunk], gen)
                 for it, out in zip(chunk, outs):
@@ -169,10 +169,12 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
     return len(todo)
 
 
-def _likeliest(kc: KangarooChat, rows, it: Item) -> dict:
-    subs = SUBS_TEMPLATE.format(subs=it.subtitles[:4000]) if it.subtitles else ""
-    scores = kc.score_options(rows, LIKELIHOOD_TEMPLATE.format(subs=subs, question=it.question), it.candidates)
-    return {"pred": max(range(len(scores)), key=scores.__getitem__), "scores": [round(x, 4) for x in scores]}
+def _likeliest(kc: KangarooChat, rows, items: list[Item]) -> list[dict]:
+    """The likeliest option of each question about one video (the video's prefix computed once)."""
+    qs = [LIKELIHOOD_TEMPLATE.format(subs=SUBS_TEMPLATE.format(subs=it.subtitles[:4000]) if it.subtitles else "",
+                                     question=it.question) for it in items]
+    return [{"pred": max(range(len(sc)), key=sc.__getitem__), "scores": [round(x, 4) for x in sc]}
+            for sc in kc.score_options_many(rows, qs, [it.candidates for it in items])]
 
 
 def judge_score(cfg: EvalConfig, question: str, reference: str, output: str) -> float:

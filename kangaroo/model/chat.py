@@ -249,44 +249,80 @@ class KangarooChat:
                              past_key_values=cache, use_cache=True, logits_to_keep=1)
         return [self.tok.decode(a, skip_special_tokens=True).strip() for a in answers]
 
-    @torch.inference_mode()
     def score_options(self, visual: torch.Tensor | None, question: str, options: list[str]) -> list[float]:
         """Log-likelihood of each option as the whole assistant reply (its end-of-turn token
         included) to ``question`` about the video: multiple choice scored the way lm-eval's and
         lmms-eval's ``multiple_choice`` tasks do, without asking the model to name a letter."""
-        if not options:
-            return []
+        return self.score_options_many(visual, [question], [options])[0]
+
+    @torch.inference_mode()
+    def score_options_many(self, visual: torch.Tensor | None, questions: list[str],
+                           options: list[list[str]]) -> list[list[float]]:
+        """``score_options`` for several questions about one video. The prompt part they all
+        share (system prompt, the video's rows) is prefilled once into a KV cache; each
+        question's options then run as one right-padded batch over that cache, which is
+        cropped back to the shared part afterwards. The video is computed once, not once per
+        option and question (for an 8B model on a 20k-token video, that is the whole cost)."""
+        if len(questions) != len(options):
+            raise ValueError("one list of options per question")
         n_vis = 0 if visual is None else visual.shape[0]
         sys_msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        user = [{"role": "user", "content": question, "video": visual is not None}]
-        prompt = self.builder.build(sys_msgs + user, n_vis, add_generation_prompt=True)
-        conts = []
-        for o in options:  # the reply as the chat template renders it, minus the prompt
-            full = self.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], n_vis,
-                                      add_generation_prompt=False)
-            if full[: len(prompt)] != prompt:
-                raise ValueError("the chat template does not render the reply after the prompt")
-            cont = full[len(prompt):]
-            while len(cont) > 1 and cont[-1] not in self.stops:  # drop what follows the end-of-turn token
-                cont = cont[:-1]
-            conts.append(cont)
-        B, C = len(options), max(len(c) for c in conts)
-        L = len(prompt) + C
+        rendered = []  # (prompt ids, [reply ids per option])
+        for q, opts in zip(questions, options):
+            user = [{"role": "user", "content": q, "video": visual is not None}]
+            prompt = self.builder.build(sys_msgs + user, n_vis, add_generation_prompt=True)
+            conts = []
+            for o in opts:  # the reply as the chat template renders it, minus the prompt
+                full = self.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], n_vis,
+                                          add_generation_prompt=False)
+                if full[: len(prompt)] != prompt:
+                    raise ValueError("the chat template does not render the reply after the prompt")
+                cont = full[len(prompt):]
+                while len(cont) > 1 and cont[-1] not in self.stops:  # drop what follows the end-of-turn token
+                    cont = cont[:-1]
+                conts.append(cont)
+            rendered.append((prompt, conts))
+        if not rendered:
+            return []
+        # shared prefix, ending before every prompt's last token (whose logits score the first reply token)
+        P = min(len(p) for p, _ in rendered) - 1
+        for p, _ in rendered[1:]:
+            P = min(P, common_prefix(rendered[0][0], p))
         dev = self.device
-        ids = torch.zeros(B, L, dtype=torch.long, device=dev)
-        mask = torch.zeros(B, L, dtype=torch.long, device=dev)
-        for i, c in enumerate(conts):  # left-padded: every continuation ends at the last position
-            row = prompt + c
-            ids[i, L - len(row):] = torch.tensor(row, device=dev)
-            mask[i, L - len(row):] = 1
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.model(ids, visual=visual, attention_mask=mask, position_ids=pos, logits_to_keep=C + 1)
-        logp = torch.log_softmax(out["logits"][:, :-1].float(), dim=-1)  # [B, C, V]: predicts the last C tokens
-        scores = []
-        for i, c in enumerate(conts):
-            lp = logp[i, C - len(c):]
-            scores.append(float(lp.gather(-1, torch.tensor(c, device=dev)[:, None]).sum()))
-        return scores
+        cache = DynamicCache(config=self.model.config.text_config)
+        if P > 0:
+            self.model(torch.tensor([rendered[0][0][:P]], device=dev), visual=visual,
+                       position_ids=torch.arange(P, device=dev)[None], past_key_values=cache, use_cache=True,
+                       logits_to_keep=1)
+        results = []
+        for prompt, conts in rendered:
+            if not conts:
+                results.append([])
+                continue
+            rows = [prompt[P:] + c for c in conts]
+            B, S = len(rows), max(len(r) for r in rows)
+            ids = torch.zeros(B, S, dtype=torch.long, device=dev)
+            mask = torch.ones(B, P + S, dtype=torch.long, device=dev)
+            for i, r in enumerate(rows):  # right-padded: causal attention keeps the pads out of real tokens
+                ids[i, : len(r)] = torch.tensor(r, device=dev)
+                mask[i, P + len(r):] = 0
+            pos = torch.arange(P, P + S, device=dev)[None].expand(B, S)
+            if P > 0:
+                cache.batch_repeat_interleave(B)
+            vis = visual if bool((ids < 0).any()) else None
+            out = self.model(ids, visual=vis, attention_mask=mask, position_ids=pos,
+                             past_key_values=cache if P > 0 else None, use_cache=P > 0)
+            logp = torch.log_softmax(out["logits"].float(), dim=-1)  # [B, S, V]
+            start = len(prompt) - P  # row position of the first reply token
+            scores = []
+            for i, c in enumerate(conts):
+                lp = logp[i, start - 1: start - 1 + len(c)]
+                scores.append(float(lp.gather(-1, torch.tensor(c, device=dev)[:, None]).sum()))
+            results.append(scores)
+            if P > 0:  # back to the shared prefix, one row
+                cache.crop(P - cache.get_seq_length())  # transformers 5: a negative count to drop
+                cache.batch_select_indices(torch.tensor([0], device=dev))
+        return results
 
     @torch.inference_mode()
     def _generate(self, conv: Conversation, gen: GenerationConfig) -> Iterator[int]:

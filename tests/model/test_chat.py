@@ -107,26 +107,49 @@ def test_batched_answers_equal_sequential(tiny_chat_model, smol_tokenizer, synth
         kc.ask(kc.start(None), q, GenerationConfig.greedy(4)) for q in ["hi", "a longer question here"]]
 
 
+def _reply_loglik(kc, model, rows, q, o):
+    """The reference: one whole sequence (prompt + reply), no cache, no batch."""
+    n = 0 if rows is None else rows.shape[0]
+    sys_msgs = [{"role": "system", "content": kc.system_prompt}] if kc.system_prompt else []
+    user = [{"role": "user", "content": q, "video": rows is not None}]
+    prompt = kc.builder.build(sys_msgs + user, n, add_generation_prompt=True)
+    full = kc.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], n, add_generation_prompt=False)
+    cont = full[len(prompt):]
+    cont = cont[: max(i for i, t in enumerate(cont) if t in kc.stops) + 1]
+    with torch.no_grad():
+        logits = model(torch.tensor([full[: len(prompt) + len(cont)]]), visual=rows)["logits"][0]
+    lp = torch.log_softmax(logits.float(), -1)
+    return sum(float(lp[len(prompt) + k - 1, t]) for k, t in enumerate(cont))
+
+
 def test_option_likelihoods_equal_one_sequence_at_a_time(tiny_chat_model, smol_tokenizer, synth_video):
-    """score_options left-pads options of different lengths into one batch: each score must
-    equal the log-likelihood of that reply computed alone, token by token."""
+    """score_options batches options of different lengths over the video's prefilled KV cache:
+    each score must equal the log-likelihood of that reply computed alone, token by token."""
 
     kc = KangarooChat(tiny_chat_model, smol_tokenizer)
     rows, _ = kc.encode(synth_video)
     q = "Which object is on screen at 2.0 seconds?"
     opts = ["a red circle", "blue", "a green triangle that moves"]
     got = kc.score_options(rows, q, opts)
-    sys_msgs = [{"role": "system", "content": kc.system_prompt}] if kc.system_prompt else []
-    user = [{"role": "user", "content": q, "video": True}]
-    prompt = kc.builder.build(sys_msgs + user, rows.shape[0], add_generation_prompt=True)
     for o, g in zip(opts, got):
-        full = kc.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], rows.shape[0],
-                                add_generation_prompt=False)
-        cont = full[len(prompt):]
-        cont = cont[: max(i for i, t in enumerate(cont) if t in kc.stops) + 1]
-        with torch.no_grad():
-            logits = tiny_chat_model(torch.tensor([full[: len(prompt) + len(cont)]]), visual=rows)["logits"][0]
-        lp = torch.log_softmax(logits.float(), -1)
-        ref = sum(float(lp[len(prompt) + k - 1, t]) for k, t in enumerate(cont))
-        assert g == pytest.approx(ref, abs=2e-3)
+        assert g == pytest.approx(_reply_loglik(kc, tiny_chat_model, rows, q, o), abs=2e-3)
     assert len(set(round(x, 3) for x in got)) == 3
+
+
+@pytest.mark.parametrize("with_video", [True, False])
+def test_many_questions_share_the_video_prefix(tiny_chat_model, smol_tokenizer, synth_video, with_video):
+    """Several questions (different lengths, different option counts) about one video: the
+    prefix is prefilled once and cropped back after each question; every score still equals
+    the one-sequence reference."""
+    kc = KangarooChat(tiny_chat_model, smol_tokenizer)
+    rows = kc.encode(synth_video)[0] if with_video else None
+    qs = ["When does the blue square appear?", "How many?", "What is the last object seen in the whole video?"]
+    opts = [["at 1 s", "at 20 s", "never"], ["2", "three objects"], ["a star", "a red circle", "a cat", "a tree"]]
+    got = kc.score_options_many(rows, qs, opts)
+    assert [len(g) for g in got] == [3, 2, 4]
+    for q, os_, gs in zip(qs, opts, got):
+        for o, g in zip(os_, gs):
+            assert g == pytest.approx(_reply_loglik(kc, tiny_chat_model, rows, q, o), abs=2e-3)
+    assert kc.score_options_many(rows, [], []) == []
+    with pytest.raises(ValueError, match="one list"):
+        kc.score_options_many(rows, qs, opts[:2])
