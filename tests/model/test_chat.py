@@ -107,19 +107,11 @@ def test_batched_answers_equal_sequential(tiny_chat_model, smol_tokenizer, synth
         kc.ask(kc.start(None), q, GenerationConfig.greedy(4)) for q in ["hi", "a longer question here"]]
 
 
-def _reply_loglik(kc, model, rows, q, o):
+def _reply_loglik(kc, rows, q, o):
     """The reference: one whole sequence (prompt + reply), no cache, no batch."""
-    n = 0 if rows is None else rows.shape[0]
-    sys_msgs = [{"role": "system", "content": kc.system_prompt}] if kc.system_prompt else []
-    user = [{"role": "user", "content": q, "video": rows is not None}]
-    prompt = kc.builder.build(sys_msgs + user, n, add_generation_prompt=True)
-    full = kc.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], n, add_generation_prompt=False)
-    cont = full[len(prompt):]
-    cont = cont[: max(i for i, t in enumerate(cont) if t in kc.stops) + 1]
-    with torch.no_grad():
-        logits = model(torch.tensor([full[: len(prompt) + len(cont)]]), visual=rows)["logits"][0]
-    lp = torch.log_softmax(logits.float(), -1)
-    return sum(float(lp[len(prompt) + k - 1, t]) for k, t in enumerate(cont))
+    from kangaroo.eval.bench import one_sequence_scores
+
+    return one_sequence_scores(kc, rows, q, [o])[0]
 
 
 def test_option_likelihoods_equal_one_sequence_at_a_time(tiny_chat_model, smol_tokenizer, synth_video):
@@ -132,7 +124,7 @@ def test_option_likelihoods_equal_one_sequence_at_a_time(tiny_chat_model, smol_t
     opts = ["a red circle", "blue", "a green triangle that moves"]
     got = kc.score_options(rows, q, opts)
     for o, g in zip(opts, got):
-        assert g == pytest.approx(_reply_loglik(kc, tiny_chat_model, rows, q, o), abs=2e-3)
+        assert g == pytest.approx(_reply_loglik(kc, rows, q, o), abs=2e-3)
     assert len(set(round(x, 3) for x in got)) == 3
 
 
@@ -149,7 +141,7 @@ def test_many_questions_share_the_video_prefix(tiny_chat_model, smol_tokenizer, 
     assert [len(g) for g in got] == [3, 2, 4]
     for q, os_, gs in zip(qs, opts, got):
         for o, g in zip(os_, gs):
-            assert g == pytest.approx(_reply_loglik(kc, tiny_chat_model, rows, q, o), abs=2e-3)
+            assert g == pytest.approx(_reply_loglik(kc, rows, q, o), abs=2e-3)
     assert kc.score_options_many(rows, [], []) == []
     with pytest.raises(ValueError, match="one list"):
         kc.score_options_many(rows, qs, opts[:2])
