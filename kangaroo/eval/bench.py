@@ -31,6 +31,11 @@ def _video(workdir: str, duration: float) -> tuple[str, list[dict]]:
 
 def one_sequence_scores(kc, visual, question: str, options: list[str]) -> list[float]:
     """The baseline: each option's reply log-likelihood from its own full forward pass, no cache."""
+    return [lp for lp, _ in one_sequence_loglikelihoods(kc, visual, question, options)]
+
+
+def one_sequence_loglikelihoods(kc, visual, question: str, options: list[str]) -> list[tuple[float, bool]]:
+    """(log-likelihood, is_greedy) of each option's reply, each from its own full forward pass."""
     import torch
 
     n = 0 if visual is None else visual.shape[0]
@@ -46,7 +51,8 @@ def one_sequence_scores(kc, visual, question: str, options: list[str]) -> list[f
             logits = kc.model(torch.tensor([prompt + cont], device=kc.device), visual=visual,
                               logits_to_keep=len(cont) + 1)["logits"][0, :-1]
         lp = torch.log_softmax(logits.float(), -1)
-        out.append(float(lp.gather(-1, torch.tensor(cont, device=kc.device)[:, None]).sum()))
+        target = torch.tensor(cont, device=kc.device)
+        out.append((float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())))
     return out
 
 

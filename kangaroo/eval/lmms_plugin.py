@@ -3,12 +3,15 @@
 lmms-eval's (simple) model interface: a subclass of ``lmms_eval.api.model.lmms``,
 registered with ``@register_model(name)``, whose ``generate_until(requests)`` receives
 ``Instance``s with ``args = (context, gen_kwargs, doc_to_visual, doc_id, task, split)``
-and returns one string per request. Usage (after ``pip install lmms-eval``):
+and returns one string per request; ``loglikelihood(requests)`` receives
+``args = (context, continuation, doc_to_visual, doc_id, task, split)`` and returns
+(log-likelihood, is_greedy) pairs. Usage (after ``pip install lmms-eval``):
 
     python -c "import kangaroo.eval.lmms_plugin, sys; from lmms_eval.__main__ import cli_evaluate; \
                sys.argv[1:] = ['--model', 'kangaroo', '--model_args', 'pretrained=kangaroo-smol,max_frames_num=32', \
                                '--tasks', 'mvbench', '--batch_size', '1']; cli_evaluate()"
 
+``loglikelihood`` serves tasks with lmms-eval's ``multiple_choice`` output type.
 Importing this module registers the model as ``kangaroo``. The logic lives in
 ``KangarooLMMsCore`` (no lmms-eval import), so it is tested without lmms-eval installed.
 """
@@ -54,8 +57,31 @@ class KangarooLMMsCore:
             out.append(text)
         return out
 
-    def loglikelihood(self, requests):
-        raise NotImplementedError("kangaroo's lmms-eval backend implements generate_until (video QA tasks)")
+    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+        """lmms-eval's ``multiple_choice`` output type: ``args = (context, continuation or
+        doc_to_target, doc_to_visual, doc_id, task, split)``; returns (log-likelihood, is_greedy)
+        per request. The context is the user turn and the continuation (its leading target
+        delimiter stripped) the assistant reply, as lmms-eval's LLaVA backend scores them.
+        Requests about one video share its encoding and its prefilled KV prefix; the options
+        of one context run as one batch."""
+        groups: dict = {}  # video -> context -> [(request index, continuation)]
+        for k, req in enumerate(requests):
+            contexts, target, doc_to_visual, doc_id, task, split = req.args
+            doc = self.task_dict[task][split][doc_id]
+            cont = target if isinstance(target, str) else target(doc)
+            ctx = contexts if isinstance(contexts, str) else contexts[0]
+            visuals = doc_to_visual(doc) if doc_to_visual else []
+            videos = [v for v in (visuals or []) if isinstance(v, str)]
+            groups.setdefault(videos[0] if videos else None, {}).setdefault(ctx, []).append((k, str(cont).strip()))
+        out: list = [None] * len(requests)
+        for video, by_ctx in groups.items():
+            rows = self._visual(video)[0] if video else None
+            ctxs = list(by_ctx)
+            res = self.chat.option_loglikelihoods(rows, ctxs, [[c for _, c in by_ctx[q]] for q in ctxs])
+            for q, scored in zip(ctxs, res):
+                for (k, _), pair in zip(by_ctx[q], scored):
+                    out[k] = pair
+        return out
 
     def generate_until_multi_round(self, requests):
         raise NotImplementedError("multi-round lmms-eval tasks are not supported yet")

@@ -255,14 +255,21 @@ class KangarooChat:
         lmms-eval's ``multiple_choice`` tasks do, without asking the model to name a letter."""
         return self.score_options_many(visual, [question], [options])[0]
 
-    @torch.inference_mode()
     def score_options_many(self, visual: torch.Tensor | None, questions: list[str],
                            options: list[list[str]]) -> list[list[float]]:
-        """``score_options`` for several questions about one video. The prompt part they all
-        share (system prompt, the video's rows) is prefilled once into a KV cache; each
-        question's options then run as one right-padded batch over that cache, which is
-        cropped back to the shared part afterwards. The video is computed once, not once per
-        option and question (for an 8B model on a 20k-token video, that is the whole cost)."""
+        """``score_options`` for several questions about one video (see ``option_loglikelihoods``)."""
+        return [[lp for lp, _ in q] for q in self.option_loglikelihoods(visual, questions, options)]
+
+    @torch.inference_mode()
+    def option_loglikelihoods(self, visual: torch.Tensor | None, questions: list[str],
+                              options: list[list[str]]) -> list[list[tuple[float, bool]]]:
+        """(log-likelihood, is_greedy) of each option as the reply to its question about one video.
+
+        The prompt part all questions share (system prompt, the video's rows) is prefilled once
+        into a KV cache; each question's options then run as one right-padded batch over that
+        cache, which is cropped back to the shared part afterwards. The video is computed once,
+        not once per option and question (for an 8B model on a 20k-token video, that is the
+        whole cost). ``is_greedy``: greedy decoding would produce exactly this reply."""
         if len(questions) != len(options):
             raise ValueError("one list of options per question")
         n_vis = 0 if visual is None else visual.shape[0]
@@ -317,7 +324,8 @@ class KangarooChat:
             scores = []
             for i, c in enumerate(conts):
                 lp = logp[i, start - 1: start - 1 + len(c)]
-                scores.append(float(lp.gather(-1, torch.tensor(c, device=dev)[:, None]).sum()))
+                target = torch.tensor(c, device=dev)
+                scores.append((float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())))
             results.append(scores)
             if P > 0:  # back to the shared prefix, one row
                 cache.crop(P - cache.get_seq_length())  # transformers 5: a negative count to drop

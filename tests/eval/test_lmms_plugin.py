@@ -1,3 +1,4 @@
+import pytest
 from types import SimpleNamespace
 
 from kangaroo.eval.lmms_plugin import KangarooLMMsCore
@@ -13,3 +14,24 @@ def test_generate_until_follows_lmms_eval_requests(tiny_chat_model, smol_tokeniz
     out = core.generate_until(reqs)
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
     assert len(core._encoded) == 1  # the same video was encoded once
+
+
+def test_loglikelihood_follows_lmms_eval_multiple_choice(tiny_chat_model, smol_tokenizer, synth_video):
+    """multiple_choice requests (one per option, lmms-eval's ' ' target delimiter): one
+    (log-likelihood, is_greedy) pair each, equal to scoring that option alone; the video is
+    encoded once for all of them."""
+    kc = KangarooChat(tiny_chat_model, smol_tokenizer)
+    core = KangarooLMMsCore(chat=kc, max_frames_num=4)
+    core.task_dict = {"t": {"test": {0: {"video": synth_video}, 1: {"video": synth_video}, 2: {"text": "no video"}}}}
+    to_visual = lambda doc: [doc["video"]] if "video" in doc else []  # noqa: E731
+    opts = {0: ["a red circle", "a blue square"], 1: ["yes", "no", "maybe"], 2: ["left", "right"]}
+    ctx = {0: "What is shown first?", 1: "Is anything moving?", 2: "Which way?"}
+    reqs = [SimpleNamespace(args=(ctx[d], " " + o, to_visual, d, "t", "test")) for d in (1, 0, 2) for o in opts[d]]
+    out = core.loglikelihood(reqs)
+    assert len(out) == 7 and all(isinstance(lp, float) and isinstance(g, bool) for lp, g in out)
+    assert len(core._encoded) == 1
+    rows = core._visual(synth_video)[0]
+    for req, (lp, _) in zip(reqs, out):
+        d = req.args[3]
+        alone = kc.score_options(rows if d != 2 else None, ctx[d], [req.args[1].strip()])[0]
+        assert lp == pytest.approx(alone, abs=2e-3)

@@ -142,6 +142,12 @@ def test_many_questions_share_the_video_prefix(tiny_chat_model, smol_tokenizer, 
     for q, os_, gs in zip(qs, opts, got):
         for o, g in zip(os_, gs):
             assert g == pytest.approx(_reply_loglik(kc, rows, q, o), abs=2e-3)
+    # is_greedy: the same flags as a one-sequence pass computes
+    from kangaroo.eval.bench import one_sequence_loglikelihoods
+
+    pairs = kc.option_loglikelihoods(rows, qs, opts)
+    for q, os_, ps in zip(qs, opts, pairs):
+        assert [g for _, g in ps] == [g for _, g in one_sequence_loglikelihoods(kc, rows, q, os_)]
     assert kc.score_options_many(rows, [], []) == []
     with pytest.raises(ValueError, match="one list"):
         kc.score_options_many(rows, qs, opts[:2])
