@@ -201,7 +201,8 @@ def report(kc: KangarooChat, cfg: EvalConfig, model_name: str) -> dict:
     by_task = defaultdict(list)
     for r in recs:
         by_task[r["task"]].append(r)
-    summary = {"settings": cfg.settings(kc, model_name), "n": len(recs)}
+    summary = {"settings": cfg.settings(kc, model_name), "n": len(recs),
+               "per_task_n": {t: len(rs) for t, rs in sorted(by_task.items())}}
     if cfg.benchmark in NEEDS_JUDGE:
         if not cfg.judge_url:
             summary.update(accuracy=None, score=None, note="open-ended: scores need a judge endpoint (--judge-url)")

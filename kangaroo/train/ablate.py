@@ -3,7 +3,8 @@
 An ablation (registered by name) turns a curriculum (a list of stage recipes) into named
 variants; each variant is trained with ``run_curriculum`` and its final model evaluated
 on a held-out synthetic set with the evaluation harness. Output: ``results.json``,
-``results.md`` and ``ablation.png`` (accuracy per question family, one bar per variant).
+``results.md`` and ``ablation.png`` (accuracy per question family, one bar per variant,
+with 95% intervals).
 
 - ``curriculum``: the curriculum as given, against training directly on its final stage
   from scratch. Equal compute = equal training tokens: the final-only run gets as many
@@ -122,7 +123,8 @@ def run_ablation(name: str, stages: list[Recipe], out: str, data: str, frames: i
         kc = KangarooChat.load(model_dir)
         ev = run_eval(kc, EvalConfig("synthetic", data, os.path.join(vout, "eval"), frames=frames, limit=limit,
                                      tasks=tasks, mc_scoring=mc_scoring), vname, progress=progress)
-        results[vname] = {"accuracy": ev["accuracy"], "per_task": ev["per_task"], "n": ev.get("n"), **compute,
+        results[vname] = {"accuracy": ev["accuracy"], "per_task": ev["per_task"], "n": ev.get("n"),
+                          "per_task_n": ev.get("per_task_n", {}), **compute,
                           "stages": [r.name for r in recipes], "steps": [r.max_steps for r in recipes]}
     report = {"ablation": name, "data": data, "frames": frames, "tasks": tasks, "mc_scoring": mc_scoring,
               "steps_scale": steps_scale, "variants": results}
@@ -152,6 +154,11 @@ def _measured(vout: str, recipes: list[Recipe]) -> dict:
     return {"train_tokens": int(tokens), "train_seconds": round(seconds, 1)}
 
 
+def ci95(p: float, n: int | None) -> float:
+    """Half-width of the normal-approximation 95% interval of an accuracy p over n questions."""
+    return 1.96 * (p * (1 - p) / n) ** 0.5 if n else float("nan")
+
+
 def format_ablation(r: dict) -> str:
     tasks = sorted({t for v in r["variants"].values() for t in v["per_task"]})
     scoring = r.get("mc_scoring", "generate")
@@ -160,8 +167,10 @@ def format_ablation(r: dict) -> str:
              "|---|---|" + "---|" * len(tasks) + "---|---|"]
     for name, v in r["variants"].items():
         cells = " | ".join(f"{v['per_task'].get(t, float('nan')):.3f}" for t in tasks)
-        lines.append(f"| {name} | {v['accuracy']:.3f} | {cells} | {v['train_tokens']} | {v['train_seconds']} |")
-    return "\n".join(lines) + "\n"
+        lines.append(f"| {name} | {v['accuracy']:.3f} ± {ci95(v['accuracy'], v.get('n')):.3f} | {cells} | "
+                     f"{v['train_tokens']} | {v['train_seconds']} |")
+    n = next(iter(r["variants"].values())).get("n")
+    return "\n".join(lines) + f"\n\n± : 95% interval over {n} questions (normal approximation).\n"
 
 
 def plot_ablation(r: dict, path: str) -> None:
@@ -179,7 +188,10 @@ def plot_ablation(r: dict, path: str) -> None:
     for k, n in enumerate(names):
         v = r["variants"][n]
         vals = [v["per_task"].get(t, 0.0) for t in tasks[:-1]] + [v["accuracy"]]
-        ax.bar(x + (k - (len(names) - 1) / 2) * w, vals, w, label=f"{n} ({v['train_tokens'] / 1e3:.0f}k tok)")
+        counts = [v.get("per_task_n", {}).get(t) for t in tasks[:-1]] + [v.get("n")]
+        err = [ci95(p, c) if c else 0.0 for p, c in zip(vals, counts)]
+        ax.bar(x + (k - (len(names) - 1) / 2) * w, vals, w, yerr=err, capsize=2, error_kw={"lw": 0.8},
+               label=f"{n} ({v['train_tokens'] / 1e3:.0f}k tok)")
     ax.set_xticks(x, tasks)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")

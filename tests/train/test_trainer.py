@@ -228,6 +228,8 @@ def test_ablation_runs_end_to_end(tmp_path, tiny_dir, synth_dir):
     for v in rep["variants"].values():
         assert 0.0 <= v["accuracy"] <= 1.0 and v["train_tokens"] > 0
     assert (tmp_path / "ablation.png").exists() and (tmp_path / "results.md").exists()
+    v = rep["variants"]["curriculum"]
+    assert sum(v["per_task_n"].values()) == v["n"] == 4 and "±" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.parametrize("train", [["projector"], ["projector", "llm"]])
@@ -254,3 +256,9 @@ def test_bench_pack_attention_case_agrees():
     r = attention_case(segments=(20, 30, 14), repeats=1)
     assert r["row_tokens"] == 64 and r["fp32"]["max_abs_diff"] < 1e-5
     assert r["fp32"]["dense_mask_ms"] > 0 and r["bf16"]["per_sample_ms"] > 0
+
+
+def test_ci95():
+    from kangaroo.train.ablate import ci95
+
+    assert ci95(0.5, 100) == pytest.approx(0.098, abs=1e-3) and ci95(1.0, 10) == 0.0
