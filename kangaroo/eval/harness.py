@@ -227,7 +227,8 @@ def report(kc: KangarooChat, cfg: EvalConfig, model_name: str) -> dict:
 def markdown(summary: dict) -> str:
     s = summary["settings"]
     head = (f"**{s['benchmark']}** — model `{s['model']}`, {s['frames']} frames ({s['sampler']}), "
-            f"{s['image_size']} px, greedy\n\n")
+            f"{s['image_size']} px, " + ("multiple choice by likelihood" if s.get("mc_scoring") == "likelihood"
+                                          else "greedy") + "\n\n")
     key = "accuracy" if summary.get("accuracy") is not None else "score"
     rows = [f"| task | {key} |", "|---|---|"]
     rows += [f"| {t} | {v} |" for t, v in summary.get("per_task", {}).items()]
