@@ -84,7 +84,7 @@ def heatmap(result: dict, png: str) -> None:
                  f"MC by {result.get('mc_scoring', 'generate')})", fontsize=10)
     for i in range(g.shape[0]):
         for j in range(g.shape[1]):
-            ax.text(i, j, f"{g[i, j]:.1f}", ha="center", va="center", fontsize=8)
+            ax.text(i, j, f"{g[i, j]:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax, label="accuracy")
     fig.tight_layout()
     fig.savefig(png, dpi=100)
