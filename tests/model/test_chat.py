@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from kangaroo.model.chat import GenerationConfig, KangarooChat, PromptBuilder
 
