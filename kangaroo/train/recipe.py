@@ -61,6 +61,7 @@ class Recipe:
     tpe: str | None = None  # a fresh model's (init smol / 8b; None = sincos); on a loaded one, switches it
     objective: str = "lm"  # lm: next-token loss on answers | tags: vision pre-training on caption tags (tags.py)
     batch_size: int = 64  # images per step (objective tags)
+    image_cache_mb: int = 4096  # objective tags: decoded images stay in memory up to this, else decoded per step
     data_workers: int | None = None  # processes encoding samples ahead; None = 0 on CPU, up to 4 per GPU
 
     def __post_init__(self) -> None:

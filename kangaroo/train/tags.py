@@ -77,16 +77,34 @@ def _image_samples(recipe: Recipe):
     return out
 
 
-def _load_images(paths: list[str], size: int, progress: bool) -> torch.Tensor:
-    """uint8 [N, size, size, 3]: decoded and resized once, kept in memory (3 * size**2 bytes each:
-    37 KB at 112 px, so ~4 GB per 100k images; a larger set wants a streaming reader)."""
-    from PIL import Image
+class Images:
+    """The stage's images as uint8 [size, size, 3], decoded and resized once and kept in memory
+    (3 * size**2 bytes each: 37 KB at 112 px) while they fit in ``cache_mb``; a larger set is
+    decoded per step from its files instead (the same pixels, slower)."""
 
-    arr = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    for i, p in enumerate(tqdm(paths, desc="images", unit="img", disable=not progress)):
-        with Image.open(p) as im:
-            arr[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC))
-    return torch.from_numpy(arr)
+    def __init__(self, paths: list[str], size: int, cache_mb: int, progress: bool):
+        self.paths, self.size = paths, size
+        self.cached = len(paths) * 3 * size * size <= cache_mb * 2**20
+        self.arr = None
+        if self.cached:
+            self.arr = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+            for i, p in enumerate(tqdm(paths, desc="images", unit="img", disable=not progress)):
+                self.arr[i] = self._read(p)
+
+    def _read(self, path: str) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB").resize((self.size, self.size), Image.BICUBIC))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        """uint8 [len(idx), size, size, 3]."""
+        if self.cached:
+            return self.arr[np.asarray(idx)]
+        return np.stack([self._read(self.paths[i]) for i in np.asarray(idx)])
 
 
 class TagTrainer:
@@ -112,7 +130,7 @@ class TagTrainer:
             for t in caption_terms(cap):
                 if t in index:
                     self.targets[i, index[t]] = 1.0
-        self.images = _load_images([p for p, _ in samples], recipe.image_size, progress)
+        self.images = Images([p for p, _ in samples], recipe.image_size, recipe.image_cache_mb, progress)
         self.pre = PreprocessConfig(size=recipe.image_size, patch=self.model.config.vision.patch_size)
         self.head = TagHead(self.model.config.vision.width, len(self.vocab))
         self.model.to(self.device)
@@ -133,7 +151,7 @@ class TagTrainer:
         rng = np.random.default_rng([self.recipe.seed, step])
         idx = torch.from_numpy(rng.choice(len(self.images), size=min(self.recipe.batch_size, len(self.images)),
                                           replace=False))
-        x = preprocess_frames(self.images[idx].numpy(), self.pre)
+        x = preprocess_frames(self.images[idx.numpy()], self.pre)
         flip = torch.from_numpy(rng.random(len(idx)) < 0.5)  # a mirrored caption is the same caption
         x[flip] = x[flip].flip(-1)
         return x, self.targets[idx]

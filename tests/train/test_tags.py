@@ -85,6 +85,17 @@ def test_tag_stage_trains_only_the_tower_and_resumes_exactly(tmp_path, tiny_dir,
     assert not any("tag_head" in k for k in m.state_dict())
 
 
+def test_images_beyond_the_cache_are_decoded_per_step(tmp_path, tiny_dir, image_data):
+    """With image_cache_mb=0 nothing is kept in memory; every batch (and so the losses) stays the same."""
+    cached = TagTrainer(tag_recipe(tiny_dir, image_data), str(tmp_path / "a"), progress=False)
+    streamed = TagTrainer(tag_recipe(tiny_dir, image_data, image_cache_mb=0), str(tmp_path / "b"), progress=False)
+    assert cached.images.cached and not streamed.images.cached and streamed.images.arr is None
+    for step in (0, 1, 5):
+        xa, ta = cached.batch(step)
+        xb, tb = streamed.batch(step)
+        assert torch.equal(xa, xb) and torch.equal(ta, tb)
+
+
 def test_tag_stage_refuses_what_it_cannot_do(tmp_path, tiny_dir, image_data, synth_dir):
     with pytest.raises(ValueError, match="only the vision tower"):
         TagTrainer(tag_recipe(tiny_dir, image_data, train=["vision", "projector"]), str(tmp_path / "a"), progress=False)
