@@ -88,8 +88,9 @@ def _shared(done: list[tuple[str, list[Recipe]]], vout: str, recipes: list[Recip
     """Copy the leading stages this variant shares with an already trained one; their count."""
     best, src = 0, None
     for pout, prev in done:
-        n = 0
-        while n < min(len(prev), len(recipes)) and prev[n] == recipes[n]:
+        n = 0  # shared and finished there
+        while (n < min(len(prev), len(recipes)) and prev[n] == recipes[n]
+               and os.path.exists(os.path.join(pout, f"{n + 1}_{prev[n].name}", "model", "config.json"))):
             n += 1
         if n > best:
             best, src = n, pout

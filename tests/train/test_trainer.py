@@ -209,6 +209,7 @@ def test_ablation_variants_train_shared_stages_once(tmp_path, tiny_dir, synth_di
     v1 = [first, recipe(tiny_dir, synth_dir, name="b", init="previous", max_steps=1, train=["projector"])]
     v2 = [first, recipe(tiny_dir, synth_dir, name="b", init="previous", max_steps=1, train=["patchify"], tpe="index")]
     run_curriculum(v1, str(tmp_path / "v1"), progress=False)
+    assert _shared([(str(tmp_path / "nowhere"), v1)], str(tmp_path / "v0"), v2) == 0  # unfinished: not shared
     n = _shared([(str(tmp_path / "v1"), v1)], str(tmp_path / "v2"), v2)
     assert n == 1 and not (tmp_path / "v2" / "1_a" / "checkpoints").exists()
     res = run_curriculum(v2, str(tmp_path / "v2"), progress=False, reuse=n)
