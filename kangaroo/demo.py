@@ -42,21 +42,26 @@ def main(out: str = "demo_out", model: str = "kangaroo-smol", frames: int = 16) 
     kc = KangarooChat.load(model, sampling=SamplingConfig(num_frames=frames))
     print(f"loaded {model} in {time.perf_counter() - t:.1f}s\n")
     conv = kc.start(video)
-    right = total = 0
-    gen = GenerationConfig.greedy(6)
-    for q in questions(tl, 2024):
-        if "candidates" not in q:
-            continue
-        from .model.chat import Conversation
+    from .model.chat import Conversation
 
+    mcq = [q for q in questions(tl, 2024) if "candidates" in q]
+    # two ways to answer: name the option's letter (the benchmarks' prompt), or the likeliest option
+    # text as the reply (--mc-scoring likelihood; one prefill of the video serves every question)
+    liked = kc.score_options_many(conv.visual, [q["question"] for q in mcq], [q["candidates"] for q in mcq])
+    gen = GenerationConfig.greedy(6)
+    right = right_lik = 0
+    for q, scores in zip(mcq, liked):
         ans = kc.ask(Conversation(visual=conv.visual, frames=conv.frames), mc_prompt(q["question"], q["candidates"]), gen)
         pred = extract_choice(ans, q["candidates"])
-        ok = pred == q["answer_index"]
-        right, total = right + ok, total + 1
+        lik = max(range(len(scores)), key=scores.__getitem__)
+        ok, ok_lik = pred == q["answer_index"], lik == q["answer_index"]
+        right, right_lik = right + ok, right_lik + ok_lik
         said = q["candidates"][pred] if pred is not None else f"(unreadable: {ans!r})"
-        print(f"[{q['family']:>9}] {q['question']}\n            model: {said:<32} truth: {q['answer']}  "
-              f"{'OK' if ok else 'WRONG'}")
-    print(f"\n{right}/{total} multiple-choice answers right\n")
+        print(f"[{q['family']:>9}] {q['question']}   truth: {q['answer']}\n"
+              f"            letter:     {said:<32} {'OK' if ok else 'WRONG'}\n"
+              f"            likelihood: {q['candidates'][lik]:<32} {'OK' if ok_lik else 'WRONG'}")
+    total = len(mcq)
+    print(f"\n{right}/{total} multiple-choice answers right by letter, {right_lik}/{total} by likelihood\n")
     for question in ("Describe what happens in the video.", "Which object appears first?"):
         t = time.perf_counter()
         print(f"you> {question}\nkangaroo> ", end="", flush=True)
@@ -65,7 +70,8 @@ def main(out: str = "demo_out", model: str = "kangaroo-smol", frames: int = 16) 
         st = conv.stats[-1]
         print(f"\n   ({time.perf_counter() - t:.1f}s; {st['reused_tokens']} of {st['prompt_tokens']} prompt tokens "
               "reused from the cache)")
-    print(json.dumps({"video": video, "model": model, "mc_correct": right, "mc_total": total}))
+    print(json.dumps({"video": video, "model": model, "mc_correct": right, "mc_likelihood_correct": right_lik,
+                      "mc_total": total}))
     return 0
 
 
