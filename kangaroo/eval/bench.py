@@ -38,15 +38,9 @@ def one_sequence_loglikelihoods(kc, visual, question: str, options: list[str]) -
     """(log-likelihood, is_greedy) of each option's reply, each from its own full forward pass."""
     import torch
 
-    n = 0 if visual is None else visual.shape[0]
-    sys_msgs = [{"role": "system", "content": kc.system_prompt}] if kc.system_prompt else []
-    user = [{"role": "user", "content": question, "video": visual is not None}]
-    prompt = kc.builder.build(sys_msgs + user, n, add_generation_prompt=True)
+    prompt, conts = kc.render_replies(visual, question, options)
     out = []
-    for o in options:
-        full = kc.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], n, add_generation_prompt=False)
-        cont = full[len(prompt):]
-        cont = cont[: max(i for i, t in enumerate(cont) if t in kc.stops) + 1]
+    for cont in conts:
         with torch.inference_mode():
             logits = kc.model(torch.tensor([prompt + cont], device=kc.device), visual=visual,
                               logits_to_keep=len(cont) + 1)["logits"][0, :-1]

@@ -255,6 +255,25 @@ class KangarooChat:
         lmms-eval's ``multiple_choice`` tasks do, without asking the model to name a letter."""
         return self.score_options_many(visual, [question], [options])[0]
 
+    def render_replies(self, visual: torch.Tensor | None, question: str, options: list[str]) -> tuple[list[int], list[list[int]]]:
+        """(prompt ids, [reply ids per option]): each option as the assistant reply the chat
+        template renders after the prompt, up to and including its end-of-turn token."""
+        n_vis = 0 if visual is None else visual.shape[0]
+        sys_msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        user = [{"role": "user", "content": question, "video": visual is not None}]
+        prompt = self.builder.build(sys_msgs + user, n_vis, add_generation_prompt=True)
+        conts = []
+        for o in options:
+            full = self.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], n_vis,
+                                      add_generation_prompt=False)
+            if full[: len(prompt)] != prompt:
+                raise ValueError("the chat template does not render the reply after the prompt")
+            cont = full[len(prompt):]
+            while len(cont) > 1 and cont[-1] not in self.stops:  # drop what follows the end-of-turn token
+                cont = cont[:-1]
+            conts.append(cont)
+        return prompt, conts
+
     def score_options_many(self, visual: torch.Tensor | None, questions: list[str],
                            options: list[list[str]]) -> list[list[float]]:
         """``score_options`` for several questions about one video (see ``option_loglikelihoods``)."""
@@ -272,23 +291,7 @@ class KangarooChat:
         whole cost). ``is_greedy``: greedy decoding would produce exactly this reply."""
         if len(questions) != len(options):
             raise ValueError("one list of options per question")
-        n_vis = 0 if visual is None else visual.shape[0]
-        sys_msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        rendered = []  # (prompt ids, [reply ids per option])
-        for q, opts in zip(questions, options):
-            user = [{"role": "user", "content": q, "video": visual is not None}]
-            prompt = self.builder.build(sys_msgs + user, n_vis, add_generation_prompt=True)
-            conts = []
-            for o in opts:  # the reply as the chat template renders it, minus the prompt
-                full = self.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], n_vis,
-                                          add_generation_prompt=False)
-                if full[: len(prompt)] != prompt:
-                    raise ValueError("the chat template does not render the reply after the prompt")
-                cont = full[len(prompt):]
-                while len(cont) > 1 and cont[-1] not in self.stops:  # drop what follows the end-of-turn token
-                    cont = cont[:-1]
-                conts.append(cont)
-            rendered.append((prompt, conts))
+        rendered = [self.render_replies(visual, q, opts) for q, opts in zip(questions, options)]
         if not rendered:
             return []
         # shared prefix, ending before every prompt's last token (whose logits score the first reply token)
