@@ -51,6 +51,12 @@ def llama3_8b_instruct() -> dict:
 
 
 TPE_TYPES = ("sincos", "index", "learned", "none")
+TIME_LABEL_CHARS = "0123456789.s"  # what a time label is written with, one token each
+
+
+def time_label(seconds: float) -> str:
+    """A slot's start time as text, e.g. '12.5s' (time labels, ``KangarooConfig.time_labels``)."""
+    return f"{max(float(seconds), 0.0):.1f}s"
 
 
 @strict
@@ -67,6 +73,9 @@ class KangarooConfig(PreTrainedConfig):
     projector_type: str = "mlp2x_gelu"
     frame_chunk: int = 16  # frames encoded at once by the vision tower
     markers: list[str] | None = None  # names of the learned marker embeddings, in order
+    # Ours, not the paper's: token ids of TIME_LABEL_CHARS. When set, every temporal slot is
+    # preceded by its start time written as text ("12.5s"), next to the TPE; None = the paper's block.
+    time_labels: list[int] | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -93,6 +102,9 @@ class KangarooConfig(PreTrainedConfig):
             raise ValueError("frame_chunk must be >= 1")
         if list(self.markers) != ["<vi_start>", "<eof>", "<eov>", "<vi_end>"]:
             raise ValueError("markers must be ['<vi_start>', '<eof>', '<eov>', '<vi_end>']")
+        if self.time_labels is not None and (len(self.time_labels) != len(TIME_LABEL_CHARS)
+                                             or min(self.time_labels) < 0):
+            raise ValueError(f"time_labels must be {len(TIME_LABEL_CHARS)} token ids (of {TIME_LABEL_CHARS!r})")
         VisionConfig.from_dict(self.vision_config)
 
     @property
@@ -106,11 +118,23 @@ class KangarooConfig(PreTrainedConfig):
         gh, gw = height // v.patch_size, width // v.patch_size
         return -(-gh // kh) * -(-gw // kw)
 
-    def num_visual_tokens(self, frames: int, height: int, width: int) -> int:
-        """Embedding positions one video takes, markers included."""
+    def num_visual_tokens(self, frames: int, height: int, width: int, timestamps=None) -> int:
+        """Embedding positions one video takes, markers (and time labels) included."""
         kt = self.patchify_kernel[0]
         slots = -(-frames // kt)
-        return slots * self.tokens_per_slot(height, width) + slots + 2  # <eof>/<eov> per slot, start, end
+        n = slots * self.tokens_per_slot(height, width) + slots + 2  # <eof>/<eov> per slot, start, end
+        if self.time_labels is not None:
+            if timestamps is None or len(timestamps) != frames:
+                raise ValueError("a model with time labels needs one timestamp per frame to count its tokens")
+            n += sum(len(s) for s in self.slot_labels(timestamps))
+        return n
+
+    def slot_labels(self, timestamps) -> list[str]:
+        """The time label of every temporal slot: the start time of its first frame."""
+        return [time_label(t) for t in list(timestamps)[:: self.patchify_kernel[0]]]
+
+    def label_ids(self, label: str) -> list[int]:
+        return [self.time_labels[TIME_LABEL_CHARS.index(c)] for c in label]
 
 
 AutoConfig.register("kangaroo", KangarooConfig)
@@ -131,4 +155,5 @@ def tiny_config(llm_hidden: int = 64, vocab: int = 256, image_size: int = 56, **
     return KangarooConfig(vision_config=vision, text_config=text, **kw)
 
 
-__all__ = ["KangarooConfig", "VisionConfig", "LlamaConfig", "kangaroo_8b_config", "tiny_config", "TPE_TYPES"]
+__all__ = ["KangarooConfig", "VisionConfig", "LlamaConfig", "kangaroo_8b_config", "tiny_config", "TPE_TYPES",
+           "TIME_LABEL_CHARS", "time_label"]

@@ -9,6 +9,9 @@ Data flow for one video (shapes for the 8B default at 448 px, 64 frames):
     projector  [32, 256, 4096]         mlp2x_gelu
     block      [32*256 + 32 + 2, 4096] <vi_start> G1 <eof> ... Gn <eov> <vi_end>
 
+With ``config.time_labels`` (ours) each slot is preceded by its start time as text, embedded
+with the LLM's own token embeddings: <vi_start> "0.5s" G1 <eof> "2.5s" G2 ... Gn <eov> <vi_end>.
+
 The LLM is transformers' ``LlamaForCausalLM``, reused as is. Sequences are token-id
 tensors in which a negative id ``-(k+1)`` stands for row ``k`` of the batch's visual
 rows (video blocks concatenated in order): the embedding step swaps them in. Marker
@@ -28,7 +31,7 @@ from torch import nn
 from transformers import LlamaForCausalLM, PreTrainedModel
 
 from . import attention as packed_attention
-from .config import KangarooConfig
+from .config import TIME_LABEL_CHARS, KangarooConfig
 from .patchify import SpatialTemporalPatchify
 from .projector import build_projector
 from .temporal import TemporalEmbedding
@@ -77,6 +80,19 @@ class KangarooForConditionalGeneration(PreTrainedModel):
         if hasattr(old, "gain") and hasattr(new, "gain"):
             new.gain.data.copy_(old.gain.data)
         self.temporal_embed, self.config.tpe = new, kind
+
+    def set_time_labels(self, tokenizer) -> None:
+        """Turn time labels on (with this tokenizer's ids for their characters) or off (None)."""
+        if tokenizer is None:
+            self.config.time_labels = None
+            return
+        ids = []
+        for c in TIME_LABEL_CHARS:
+            got = tokenizer.encode(c, add_special_tokens=False)
+            if len(got) != 1:
+                raise ValueError(f"time labels need {c!r} to be one token; this tokenizer gives {got}")
+            ids.append(got[0])
+        self.config.time_labels = ids
 
     # ---- weights -------------------------------------------------------------------------
     def _init_weights(self, module):
@@ -139,20 +155,33 @@ class KangarooForConditionalGeneration(PreTrainedModel):
             out.append(self.mm_projector(x.flatten(1, 2)))  # [t', h'*w', d]
         return torch.cat(out, dim=0)
 
-    def video_block(self, slots: torch.Tensor) -> torch.Tensor:
-        """[S, P, d] -> [S*P + S + 2, d]: <vi_start> G1 <eof> ... Gn <eov> <vi_end>."""
+    def video_block(self, slots: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
+        """[S, P, d] -> [S*P + S + 2 (+ label tokens), d]: <vi_start> G1 <eof> ... Gn <eov> <vi_end>.
+
+        ``timestamps`` (of the frames, [T]) are needed with time labels: [label_i] precedes G_i."""
         S, P, d = slots.shape
         m = self.markers.to(slots.dtype)
         sep = m[EOF].expand(S, 1, d).clone()
         sep[-1, 0] = m[EOV]
-        body = torch.cat([slots, sep], dim=1).reshape(S * (P + 1), d)
-        return torch.cat([m[VI_START][None], body, m[VI_END][None]], dim=0)
+        body = torch.cat([slots, sep], dim=1)  # [S, P + 1, d]
+        if self.config.time_labels is None:
+            parts = [body.reshape(S * (P + 1), d)]
+        else:
+            if timestamps is None:
+                raise ValueError("a model with time labels needs the frames' timestamps")
+            labels = self.config.slot_labels(timestamps.tolist())
+            if len(labels) != S:
+                raise ValueError(f"{len(labels)} slot labels for {S} slots")
+            ids = [torch.tensor(self.config.label_ids(s), device=slots.device) for s in labels]
+            emb = self.get_input_embeddings()(torch.cat(ids)).to(slots.dtype).split([len(i) for i in ids])
+            parts = [x for pair in zip(emb, body) for x in pair]
+        return torch.cat([m[VI_START][None], *parts, m[VI_END][None]], dim=0)
 
     def visual_rows(self, videos: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor | None:
         """[(pixels, timestamps), ...] -> all video blocks concatenated [N, d]."""
         if not videos:
             return None
-        return torch.cat([self.video_block(self.encode_video(p, t)) for p, t in videos], dim=0)
+        return torch.cat([self.video_block(self.encode_video(p, t), t) for p, t in videos], dim=0)
 
     def dummy_visual_loss(self) -> torch.Tensor:
         """0 * the visual path on one blank frame: gives every visual parameter a (zero)

@@ -34,7 +34,7 @@ def make_samples(config, n: int, seed: int = 0, size: int = 112, frames=(4, 8, 1
     out = []
     for _ in range(n):
         t = int(rng.choice(frames))
-        n_vis = config.num_visual_tokens(t, size, size)
+        n_vis = config.num_visual_tokens(t, size, size, list(range(t)))
         prompt = rng.integers(10, 1000, int(rng.integers(20, 60))).tolist()
         answer = rng.integers(10, 1000, int(rng.integers(2, 40))).tolist()
         ids = prompt[:5] + [-(k + 1) for k in range(n_vis)] + prompt[5:] + answer

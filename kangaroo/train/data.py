@@ -144,7 +144,7 @@ def encode_sample(sample: Sample, recipe: Recipe, builder: PromptBuilder, config
     n_vis = 0
     if sample.media is not None:
         pixels, ts = load_media(sample, recipe, config.vision.patch_size)
-        n_vis = config.num_visual_tokens(pixels.shape[0], pixels.shape[2], pixels.shape[3])
+        n_vis = config.num_visual_tokens(pixels.shape[0], pixels.shape[2], pixels.shape[3], ts.tolist())
     ids, labels = tokenize(builder, sample.messages, n_vis)
     return Encoded(ids, labels, pixels, ts)
 

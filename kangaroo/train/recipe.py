@@ -59,6 +59,7 @@ class Recipe:
     save_every: int = 50
     log_every: int = 1
     tpe: str | None = None  # a fresh model's (init smol / 8b; None = sincos); on a loaded one, switches it
+    time_labels: bool | None = None  # ours: write each slot's start time as text before it; None = keep the model's
     objective: str = "lm"  # lm: next-token loss on answers | tags: vision pre-training on caption tags (tags.py)
     batch_size: int = 64  # images per step (objective tags)
     image_cache_mb: int = 4096  # objective tags: decoded images stay in memory up to this, else decoded per step
