@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_curriculum)
 
     p = sub.add_parser("ablate", help="train the variants of an ablation at equal compute, evaluate and plot them")
-    p.add_argument("name", choices=["curriculum", "tpe"])
+    p.add_argument("name", choices=["curriculum", "tpe", "time_labels"])
     p.add_argument("recipes", nargs="+", help="the curriculum's stage recipes, in order")
     p.add_argument("--out", required=True)
     p.add_argument("--data", required=True, help="a held-out synthetic set (kangaroo synth output)")

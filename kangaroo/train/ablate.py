@@ -14,6 +14,9 @@ with 95% intervals).
 - ``tpe``: the same curriculum with the temporal position embedding from real timestamps
   (``sincos``), from frame indices (``index``) and without one (``none``); evaluated on the
   "what appears at time t" and "when" families by default.
+- ``time_labels`` (ours): the final stage with each slot's start time written as text
+  (``time_labels: true``) against the same stage without; the stages before it are shared,
+  without labels, and trained once.
 
 Variants train in order and resume (``--resume``) like any curriculum; leading stages a
 variant shares with an earlier one (the tags stages) are trained once and copied.
@@ -67,6 +70,14 @@ def tpe_variants(stages: list[Recipe]) -> dict[str, list[Recipe]]:
     # vision pre-training (tags) never sees a timestamp: shared, and the variants fork after it
     return {t: [r if r.objective == "tags" else dataclasses.replace(r, tpe=t) for r in stages]
             for t in ("sincos", "index", "none")}
+
+
+@ABLATIONS.register("time_labels")
+def time_label_variants(stages: list[Recipe]) -> dict[str, list[Recipe]]:
+    pre = [dataclasses.replace(r, time_labels=False) if r.time_labels else r for r in stages[:-1]]
+    last = stages[-1]
+    return {"labels": pre + [dataclasses.replace(last, time_labels=True)],
+            "tpe_only": pre + [dataclasses.replace(last, time_labels=False)]}
 
 
 def scale_steps(stages: list[Recipe], factor: float) -> list[Recipe]:

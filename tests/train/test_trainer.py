@@ -186,6 +186,23 @@ def test_ablation_variants_at_equal_compute(tiny_dir, synth_dir):
     assert all(rs[0] is tags0 and rs[0].tpe is None and rs[1].tpe == k for k, rs in tv.items())
 
 
+def test_time_labels_ablation_and_stage(tmp_path, tiny_dir, synth_dir):
+    """The time_labels ablation forks at the final stage; a stage with time_labels: true trains and
+    saves a model whose blocks carry the labels."""
+    from kangaroo.train.ablate import ABLATIONS
+    from kangaroo.train.trainer import run_curriculum
+
+    a = recipe(tiny_dir, synth_dir, name="a", max_steps=1, train=["projector"], time_labels=True)
+    b = recipe(tiny_dir, synth_dir, name="b", init="previous", max_steps=1, train=["projector"])
+    v = ABLATIONS.get("time_labels")([a, b])
+    assert v["labels"][0] == v["tpe_only"][0] and v["labels"][0].time_labels is False
+    assert (v["labels"][1].time_labels, v["tpe_only"][1].time_labels) == (True, False)
+    run_curriculum(v["labels"], str(tmp_path), progress=False)
+    first = json.loads((tmp_path / "1_a/model/config.json").read_text())
+    last = json.loads((tmp_path / "2_b/model/config.json").read_text())
+    assert first.get("time_labels") is None and len(last["time_labels"]) == 12
+
+
 def test_scale_steps_keeps_tags_stages(tiny_dir, synth_dir):
     from kangaroo.train.ablate import scale_steps
 
