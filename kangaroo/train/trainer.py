@@ -46,20 +46,19 @@ def build_model(recipe: Recipe, previous: str | None = None):
         raise ValueError(f"recipe {recipe.name!r} starts from 'previous' but there is no previous stage")
     if init == "smol":
         model, tok = build_smol(tpe=recipe.tpe or "sincos", seed=recipe.seed)
-        if recipe.time_labels:
-            model.set_time_labels(tok)
-        return model, tok, SMOL_BASE
-    from ..model.hub import resolve_model_path
-    from ..model.weights import META
+        base = SMOL_BASE
+    else:
+        from ..model.hub import resolve_model_path
+        from ..model.weights import META
 
-    # LoRA adapters of the init stay adapters unless this stage trains the whole LLM (then merged first)
-    model, tok = load_model(init, merge_lora="llm" in recipe.train)
-    if recipe.tpe is not None:
-        model.switch_tpe(recipe.tpe)
-    if recipe.time_labels is not None:
+        # LoRA adapters of the init stay adapters unless this stage trains the whole LLM (then merged first)
+        model, tok = load_model(init, merge_lora="llm" in recipe.train)
+        if recipe.tpe is not None:
+            model.switch_tpe(recipe.tpe)
+        base = SMOL_BASE if os.path.exists(os.path.join(resolve_model_path(init), META)) else None
+    if recipe.time_labels is not None:  # a fresh or loaded model alike
         model.set_time_labels(tok if recipe.time_labels else None)
-    compact = os.path.exists(os.path.join(resolve_model_path(init), META))
-    return model, tok, SMOL_BASE if compact else None
+    return model, tok, base
 
 
 def set_trainable(model, recipe: Recipe) -> None:
