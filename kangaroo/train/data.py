@@ -57,7 +57,12 @@ def _abs(root: str, p: str | None) -> str | None:
 def to_samples(src: DataSource) -> list[Sample]:
     root = src.root or os.path.dirname(os.path.abspath(src.path))
     out = []
-    for r in read_records(src.path):
+    records = read_records(src.path)
+    if src.families is not None:
+        records = [r for r in records if r.get("family") in src.families]
+        if not records:
+            raise ValueError(f"{src.path}: no records of the families {src.families}")
+    for r in records:
         if src.format == "llava":
             media = r.get("video") or r.get("image")
             msgs = []

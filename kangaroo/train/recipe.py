@@ -23,6 +23,7 @@ class DataSource:
     format: str = "llava"  # llava | mcqa | openqa | captions | manifest
     weight: float = 1.0  # sampling weight in the mixture
     root: str | None = None  # media paths are relative to this (default: the file's folder)
+    families: list[str] | None = None  # keep only records whose "family" is one of these (synth QA)
 
 
 @dataclass

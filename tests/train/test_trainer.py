@@ -68,6 +68,20 @@ def test_mixture_is_deterministic(tiny_dir, synth_dir):
     assert [a.draw(i).messages for i in (5, 0, 17)] == [b.draw(i).messages for i in (5, 0, 17)]
 
 
+def test_data_source_keeps_only_named_families(synth_dir):
+    from kangaroo.train.data import to_samples
+    from kangaroo.train.recipe import DataSource
+
+    path = str(synth_dir / "openqa.json")
+    records = json.load(open(path))
+    when = [r["question"] for r in records if r["family"] == "when"]
+    assert when and len(when) < len(records)
+    got = to_samples(DataSource(path, "openqa", families=["when"]))
+    assert [s.messages[0]["content"] for s in got] == when
+    with pytest.raises(ValueError, match="no records of the families"):
+        to_samples(DataSource(path, "openqa", families=["juggling"]))
+
+
 def _losses(out):
     return [json.loads(x)["loss"] for x in open(os.path.join(out, "metrics.jsonl"))]
 
