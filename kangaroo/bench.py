@@ -21,6 +21,14 @@ def _decode(args) -> tuple[dict, str]:
     return report, format_decode(report)
 
 
+@BENCHMARKS.register("sampler")
+def _sampler(args) -> tuple[dict, str]:
+    from .video.bench_sampler import bench_sampler, format_sampler
+
+    report = bench_sampler(workdir=args.workdir, quick=args.quick, progress=not args.json)
+    return report, format_sampler(report)
+
+
 @BENCHMARKS.register("model")
 def _model(args) -> tuple[dict, str]:
     from .model.bench import bench_model, format_model

@@ -209,7 +209,8 @@ def cmd_eval(args) -> int:
     if args.benchmark == "niah":
         from .eval.niah import needle_suite
 
-        res = needle_suite(kc, args.out, per_cell=args.per_cell, progress=not args.json, mc_scoring=args.mc_scoring)
+        res = needle_suite(kc, args.out, per_cell=args.per_cell, progress=not args.json, mc_scoring=args.mc_scoring,
+                           sampler=args.sampler)
         summary = {k: v for k, v in res.items()}
     else:
         if not args.data:
@@ -217,7 +218,7 @@ def cmd_eval(args) -> int:
         rank, world = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
         cfg = shard_from_env(EvalConfig(args.benchmark, args.data, args.out, frames=args.frames, limit=args.limit,
                                         rank=rank, world=world, judge_url=args.judge_url, mc_scoring=args.mc_scoring,
-                                        tasks=args.tasks.split(",") if args.tasks else None))
+                                        sampler=args.sampler, tasks=args.tasks.split(",") if args.tasks else None))
         summary = run_eval(kc, cfg, name, progress=not args.json)
     if args.json:
         _print_json(summary)
@@ -380,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mc-scoring", default="generate", choices=["generate", "likelihood"],
                    help="multiple choice: the model names a letter (default), or the likeliest option text wins "
                         "(lmms-eval's multiple_choice output type)")
+    p.add_argument("--sampler", default="uniform", choices=["uniform", "events"],
+                   help="events (ours): half of the frames on brief events found in a thumbnail scan")
     p.add_argument("--per-cell", type=int, default=2, help="niah: videos per (frames, depth) cell")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")

@@ -37,3 +37,16 @@ def test_bench_score_shared_prefix_equals_one_sequence_per_option(tmp_path):
     assert c["max_abs_score_diff"] < 1e-3 and c["same_choice"] == 2
     assert c["per_option_s"] > 0 and c["shared_prefix_s"] > 0 and "speedup_vs_per_question" in c
     assert "shared prefix" in format_score(rep)
+
+
+def test_bench_sampler_quick(tmp_path):
+    """The sampler benchmark reports needle coverage and time for uniform and events (no timing asserted)."""
+    from kangaroo.video.bench_sampler import bench_sampler, format_sampler
+
+    rep = bench_sampler(workdir=str(tmp_path), quick=True, progress=False)
+    assert [(c["videos"], c["frames"]) for c in rep["cases"]] == [("short", 16), ("short", 32), ("long", 64), ("long", 128)]
+    for c in rep["cases"]:
+        for s in ("uniform", "events"):
+            assert 0.0 <= c["results"][s]["needle_seen"] <= 1.0 and c["results"][s]["seconds_per_video"] > 0
+        assert c["time_ratio"] > 0
+    assert "needle seen" in format_sampler(rep)

@@ -43,6 +43,7 @@ SUBS_TEMPLATE = "This video's subtitles are listed below:\n{subs}\n\n"
 OPEN_TEMPLATE = "{question}\nAnswer the question concisely."
 # mc_scoring=likelihood: the question alone; each option is scored as the reply
 LIKELIHOOD_TEMPLATE = "{subs}{question}"
+SAMPLERS_BY_COUNT = ("uniform", "events")  # the samplers that take exactly `frames` frames
 
 
 @dataclass
@@ -60,13 +61,16 @@ class EvalConfig:
     judge_url: str | None = None  # OpenAI-compatible endpoint for open-ended scoring
     judge_model: str = "judge"
     mc_scoring: str = "generate"  # generate: the model names a letter | likelihood: the likeliest option text
+    sampler: str = "uniform"  # uniform | events (ours: part of the frames on brief events), both `frames` frames
 
     def __post_init__(self) -> None:
         if self.mc_scoring not in ("generate", "likelihood"):
             raise ValueError(f"mc_scoring must be 'generate' or 'likelihood', got {self.mc_scoring!r}")
+        if self.sampler not in SAMPLERS_BY_COUNT:
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS_BY_COUNT)}, got {self.sampler!r}")
 
     def settings(self, kc: KangarooChat, model_name: str) -> dict:
-        return {"benchmark": self.benchmark, "model": model_name, "frames": self.frames, "sampler": "uniform",
+        return {"benchmark": self.benchmark, "model": model_name, "frames": self.frames, "sampler": self.sampler,
                 "image_size": kc.preprocess.size, "resize": kc.preprocess.mode,
                 "prompt_template": template_for(self.benchmark) if self.mc_scoring == "generate" else LIKELIHOOD_TEMPLATE,
                 "mc_scoring": self.mc_scoring,
@@ -138,7 +142,7 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
     bar = tqdm(total=len(todo), desc=f"eval {cfg.benchmark}", disable=not progress)
     with open(path, "a") as f:
         for (video, start, end), its in groups.items():
-            sampling = SamplingConfig(num_frames=cfg.frames, start=start, end=end)
+            sampling = SamplingConfig(sampler=cfg.sampler, num_frames=cfg.frames, start=start, end=end)
             try:
                 rows, _ = kc.encode(video, sampling)
                 error = None

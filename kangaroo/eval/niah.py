@@ -25,7 +25,7 @@ DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 def needle_suite(kc: KangarooChat, out: str, frame_counts=FRAMES, depths=DEPTHS, duration: float = 120.0,
                  per_cell: int = 2, needle_seconds: float = 1.0, seed: int = 0, progress: bool = True,
-                 mc_scoring: str = "generate") -> dict:
+                 mc_scoring: str = "generate", sampler: str = "uniform") -> dict:
     if mc_scoring not in ("generate", "likelihood"):
         raise ValueError(f"mc_scoring must be 'generate' or 'likelihood', got {mc_scoring!r}")
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
@@ -46,7 +46,7 @@ def needle_suite(kc: KangarooChat, out: str, frame_counts=FRAMES, depths=DEPTHS,
     bar = tqdm(total=len(frame_counts) * len(cases), desc="needle suite", disable=not progress)
     for i, n in enumerate(frame_counts):
         for d, path, q in cases:
-            rows, info = kc.encode(path, SamplingConfig(num_frames=n))
+            rows, info = kc.encode(path, SamplingConfig(sampler=sampler, num_frames=n))
             if mc_scoring == "likelihood":  # the likeliest option text as the reply (as the harness does)
                 scores = kc.score_options(rows, q["question"], q["candidates"])
                 pred = max(range(len(scores)), key=scores.__getitem__)
@@ -58,7 +58,8 @@ def needle_suite(kc: KangarooChat, out: str, frame_counts=FRAMES, depths=DEPTHS,
     bar.close()
     grid /= per_cell
     result = {"benchmark": "niah", "frames": list(frame_counts), "depths": list(depths), "duration_s": duration,
-              "needle_seconds": needle_seconds, "per_cell": per_cell, "mc_scoring": mc_scoring, "accuracy_grid": grid.round(4).tolist(),
+              "needle_seconds": needle_seconds, "per_cell": per_cell, "mc_scoring": mc_scoring, "sampler": sampler,
+              "accuracy_grid": grid.round(4).tolist(),
               "accuracy": round(float(grid.mean()), 4),
               "accuracy_by_frames": {int(n): round(float(grid[i].mean()), 4) for i, n in enumerate(frame_counts)}}
     with open(os.path.join(out, "niah.json"), "w") as f:

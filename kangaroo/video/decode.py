@@ -32,7 +32,7 @@ import numpy as np
 from ..registry import Registry
 from .errors import UnsupportedCodecError, VideoDecodeError, VideoError, VideoTimeoutError
 from .probe import VideoInfo, VideoLimits, _ffmpeg_msg, check_path, open_container, probe, video_stream
-from .sampling import SamplingConfig, sample_timestamps
+from .sampling import CONTENT_SAMPLERS, SamplingConfig, sample_timestamps
 
 
 @dataclass
@@ -320,7 +320,16 @@ def load_video(path: str | os.PathLike, sampling: SamplingConfig | None = None,
     opts = opts or DecodeOptions()
     path = check_path(path)
     info = probe(path, opts.limits)
-    times = sample_timestamps(sampling or SamplingConfig(), info.duration)
+    sampling = sampling or SamplingConfig()
+    scan = None
+    if sampling.sampler in CONTENT_SAMPLERS:  # a first pass of small thumbnails for the sampler to look at
+        side = sampling.scan_size
+        scan_opts = dataclasses.replace(opts, size=(side, side), max_side=None)
+
+        def scan(times):
+            f = decode_frames(path, times, scan_opts, info=info)
+            return f.frames, f.timestamps
+    times = sample_timestamps(sampling, info.duration, scan)
     return decode_frames(path, times, opts, info=info)
 
 

@@ -50,3 +50,61 @@ def test_round_trip():
     assert SamplingConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown"):
         SamplingConfig.from_dict({"frames": 3})
+
+
+def test_events_needs_the_pixels():
+    with pytest.raises(ValueError, match="pixels"):
+        sample_timestamps(SamplingConfig(sampler="events"), 10.0)
+    with pytest.raises(ValueError, match="event_share"):
+        SamplingConfig(sampler="events", event_share=1.5)
+
+
+def _flash(c=96, at=(45, 48)):
+    """Candidates every 0.125 s: a slow drift, and a brief bright square at indices [at)."""
+    import numpy as np
+
+    times = (np.arange(c) + 0.5) * 0.125
+    x = np.tile(np.linspace(0.2, 0.3, 64, dtype=np.float32), (c, 1)) + times[:, None].astype(np.float32) * 1e-3
+    x[at[0]:at[1], :16] = 1.0
+    return x, times
+
+
+def test_pick_events_finds_a_brief_event_uniform_misses():
+    from kangaroo.video.sampling import pick_events
+
+    x, times = _flash()
+    end = times[-1] + 0.0625
+    uniform = pick_events(x, times, 8, 0.0, 0.0, end)
+    events = pick_events(x, times, 8, 0.5, 0.0, end)
+    assert len(events) == 8 and events == sorted(set(events))
+    assert not any(45 <= i < 48 for i in uniform)  # the precondition: uniform frames straddle it
+    assert sum(45 <= i < 48 for i in events) == 1  # one frame of the event is enough; no second copy
+
+
+def test_pick_events_spreads_frames_over_a_still_video():
+    import numpy as np
+
+    from kangaroo.video.sampling import pick_events
+
+    times = (np.arange(200) + 0.5) * 0.1
+    x = np.zeros((200, 12), np.float32)
+    got = times[pick_events(x, times, 10, 0.5, 0.0, 20.0)]
+    assert np.diff(got).min() >= 1.0  # no clumps where nothing happens
+
+
+def test_events_sampler_catches_a_needle_in_a_real_video(tmp_path):
+    from kangaroo.synth import SynthConfig, make_timeline, write_video
+    from kangaroo.video import load_video
+
+    tl = make_timeline(SynthConfig(duration=12.0, num_objects=2, needle=True, needle_depth=0.1417), seed=3)
+    needle = next(o for o in tl.objects if o.needle)
+    path = write_video(tl, tmp_path / "needle.mp4")
+    half = 0.5 / tl.config.fps  # a frame shows the state half-way through its display interval
+
+    def sees(frames):
+        return any(needle.t_in <= t + half < needle.t_out for t in frames.timestamps)
+
+    uniform = load_video(path, SamplingConfig(num_frames=8))
+    events = load_video(path, SamplingConfig(sampler="events", num_frames=8))
+    assert not sees(uniform) and sees(events)
+    assert len(events.timestamps) == 8 and list(events.timestamps) == sorted(events.timestamps)
