@@ -5,7 +5,8 @@
     POST /v1/chat/completions    OpenAI chat format; content parts {"type": "text"} and
                                  {"type": "video_url", "video_url": {"url": ...}} or
                                  {"type": "image_url", ...} (a one-frame video); extra fields
-                                 frames / fps / start / end; "stream": true for SSE
+                                 frames / fps / start / end / sampler ("uniform" or
+                                 "events"); "stream": true for SSE
     POST /v1/files               multipart upload -> {"id": "file-..."}; use it as
                                  "kangaroo-file://file-..." in a video_url
     GET  /v1/files/{id}/content  the uploaded video (the web page plays it)
@@ -75,6 +76,7 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     frames: int | None = None
     fps: float | None = None
+    sampler: Literal["uniform", "events"] = "uniform"  # events: part of `frames` on brief events (ours)
     start: float | None = Field(default=None, ge=0)
     end: float | None = Field(default=None, gt=0)
 
@@ -190,7 +192,7 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
             return _error(404, f"model {req.model!r} is not served here; use {model_name!r}", "model_not_found")
         t_arrival = time.perf_counter()
         video, messages = split_messages(req)
-        sampling = engine.sampling(req.frames, req.fps, req.start, req.end)
+        sampling = engine.sampling(req.frames, req.fps, req.start, req.end, req.sampler)
         max_new = min(req.max_completion_tokens or req.max_tokens or 512, cfg.max_new_tokens)
         gen = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
                                do_sample=req.temperature > 0, seed=req.seed)

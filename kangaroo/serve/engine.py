@@ -106,16 +106,19 @@ class Engine:
             self.pending -= 1
 
     # ---- video ----------------------------------------------------------------------------
-    def sampling(self, frames: int | None, fps: float | None, start: float | None, end: float | None) -> SamplingConfig:
+    def sampling(self, frames: int | None, fps: float | None, start: float | None, end: float | None,
+                 sampler: str = "uniform") -> SamplingConfig:
         if frames is not None and not 1 <= frames <= self.cfg.max_frames:
             raise MediaError(400, f"frames must be between 1 and {self.cfg.max_frames}, got {frames}")
         if fps is not None and not 0 < fps <= 30:
             raise MediaError(400, f"fps must be in (0, 30], got {fps}")
+        if fps is not None and sampler != "uniform":
+            raise MediaError(400, f"fps and sampler={sampler!r} do not go together: give frames with that sampler")
         try:
             if fps is not None:
                 return SamplingConfig(sampler="fps", fps=fps, min_frames=1, max_frames=self.cfg.max_frames,
                                       start=start, end=end)
-            return SamplingConfig(num_frames=frames or self.cfg.default_frames, start=start, end=end)
+            return SamplingConfig(sampler=sampler, num_frames=frames or self.cfg.default_frames, start=start, end=end)
         except ValueError as e:
             raise MediaError(400, str(e)) from None
 

@@ -314,6 +314,17 @@ def decode_frames(path: str | os.PathLike, times: Sequence[float], opts: DecodeO
     return Frames(frames=frames, timestamps=stamps, requested=list(times), info=info, stats=stats)
 
 
+def _thumbnail_scan(path: str, info: VideoInfo, opts: DecodeOptions, side: int):
+    """``scan(times) -> (thumbnails, shown_at)`` for a content-aware sampler: small square frames."""
+    scan_opts = dataclasses.replace(opts, size=(side, side), max_side=None)
+
+    def scan(times):
+        f = decode_frames(path, times, scan_opts, info=info)
+        return f.frames, f.timestamps
+
+    return scan
+
+
 def load_video(path: str | os.PathLike, sampling: SamplingConfig | None = None,
                opts: DecodeOptions | None = None) -> Frames:
     """Probe, choose timestamps with ``sampling`` and decode them: the usual entry point."""
@@ -321,14 +332,7 @@ def load_video(path: str | os.PathLike, sampling: SamplingConfig | None = None,
     path = check_path(path)
     info = probe(path, opts.limits)
     sampling = sampling or SamplingConfig()
-    scan = None
-    if sampling.sampler in CONTENT_SAMPLERS:  # a first pass of small thumbnails for the sampler to look at
-        side = sampling.scan_size
-        scan_opts = dataclasses.replace(opts, size=(side, side), max_side=None)
-
-        def scan(times):
-            f = decode_frames(path, times, scan_opts, info=info)
-            return f.frames, f.timestamps
+    scan = _thumbnail_scan(path, info, opts, sampling.scan_size) if sampling.sampler in CONTENT_SAMPLERS else None
     times = sample_timestamps(sampling, info.duration, scan)
     return decode_frames(path, times, opts, info=info)
 

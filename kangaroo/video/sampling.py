@@ -34,6 +34,7 @@ from ..registry import Registry
 Scan = Callable[[list[float]], "tuple[np.ndarray, np.ndarray]"]
 SAMPLERS: Registry[Callable[["SamplingConfig", float, float, Optional[Scan]], list[float]]] = Registry("sampler")
 CONTENT_SAMPLERS = frozenset({"events"})  # the samplers that need ``scan``
+MAX_SCAN = 4096  # thumbnails one scan decodes at most (12 MB at 32 px)
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _events(cfg: SamplingConfig, start: float, end: float, scan: Optional[Scan] 
     if scan is None:
         raise ValueError("the 'events' sampler looks at the video's pixels: use load_video, or pass scan=")
     n = cfg.num_frames if cfg.budget_frames() is None else min(cfg.num_frames, cfg.budget_frames())
-    m = max(2 * n, math.ceil((end - start) * cfg.scan_fps))
+    m = max(2 * n, min(math.ceil((end - start) * cfg.scan_fps), MAX_SCAN))  # a long video: a sparser scan
     grid = midpoints(start, end, m)
     thumbs, shown = scan(grid)  # [m, h, w, 3] uint8, [m] presentation times
     _, first = np.unique(np.round(np.asarray(shown, dtype=np.float64), 6), return_index=True)

@@ -41,6 +41,16 @@ def test_chat_with_data_url_then_cached(server, synth_video):
     assert r2.json()["kangaroo"]["cached_video"] is True
 
 
+def test_events_sampler_by_request(server, synth_video):
+    r = ask(server, "file://" + synth_video, frames=6, sampler="events")
+    assert r.status_code == 200, r.text
+    ts = [f["t"] for f in r.json()["kangaroo"]["frames"]]
+    assert len(ts) == 6 and ts == sorted(ts)
+    assert r.json()["kangaroo"]["cached_video"] is False  # another sampler is another cache entry
+    bad = ask(server, "file://" + synth_video, fps=1.0, sampler="events")
+    assert bad.status_code == 400 and "sampler" in bad.json()["error"]["message"]
+
+
 def test_follow_up_reuses_prefix(server, synth_video):
     url = "file://" + synth_video
     first = ask(server, url, "What happens first?", frames=4).json()
@@ -141,6 +151,7 @@ def test_ssrf_even_when_remote_enabled(tmp_path):
     (json.dumps({"messages": [{"role": "user", "content": 5}]}).encode(), 400),
     (json.dumps({"messages": [{"role": "user", "content": "x"}], "frames": 1000}).encode(), 400),
     (json.dumps({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}).encode(), 400),
+    (json.dumps({"messages": [{"role": "user", "content": "x"}], "sampler": "psychic"}).encode(), 400),
     (json.dumps({"messages": [{"role": "user", "content": "x"}], "model": "gpt-9"}).encode(), 404),
     (json.dumps({"messages": [{"role": "assistant", "content": "x"}]}).encode(), 400),
     (b"[1, 2, 3]", 400),
