@@ -105,7 +105,7 @@ def _chat_sampling(args):
     if args.fps is not None:
         return SamplingConfig(sampler="fps", fps=args.fps, min_frames=2, max_frames=args.max_frames,
                               start=args.start, end=args.end)
-    return SamplingConfig(num_frames=args.frames, start=args.start, end=args.end)
+    return SamplingConfig(sampler=args.sampler, num_frames=args.frames, start=args.start, end=args.end)
 
 
 def cmd_ask(args) -> int:
@@ -305,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("question")
             p.add_argument("--json", action="store_true")
         p.add_argument("--model", default="kangaroo-smol", help="built-in name or model folder")
-        p.add_argument("--frames", type=int, default=16, help="uniform frame count")
+        p.add_argument("--frames", type=int, default=16, help="frame count")
+        p.add_argument("--sampler", default="uniform", choices=["uniform", "events"],
+                       help="how --frames are placed (events, ours: half on brief events)")
         p.add_argument("--fps", type=float, default=None, help="sample at this rate instead of --frames")
         p.add_argument("--max-frames", type=int, default=160)
         p.add_argument("--start", type=float, default=None)

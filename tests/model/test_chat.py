@@ -74,7 +74,7 @@ def test_ask_cli(tiny_chat_model, smol_tokenizer, synth_video, tmp_path):
     tiny_chat_model.save_pretrained(tmp_path)
     smol_tokenizer.save_pretrained(tmp_path)
     r = subprocess.run([sys.executable, "-m", "kangaroo.cli", "ask", synth_video, "What happens?", "--model",
-                        str(tmp_path), "--json", "--greedy", "--max-new-tokens", "4", "--frames", "6"],
+                        str(tmp_path), "--json", "--greedy", "--max-new-tokens", "4", "--frames", "6", "--sampler", "events"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
