@@ -262,6 +262,7 @@ def cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .video import COUNT_SAMPLERS
 
     ap = argparse.ArgumentParser(prog="kangaroo", description="Kangaroo long-context video-language toolkit")
     ap.add_argument("--version", action="version", version=f"kangaroo {__version__}")
@@ -306,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true")
         p.add_argument("--model", default="kangaroo-smol", help="built-in name or model folder")
         p.add_argument("--frames", type=int, default=16, help="frame count")
-        p.add_argument("--sampler", default="uniform", choices=["uniform", "events"],
+        p.add_argument("--sampler", default="uniform", choices=COUNT_SAMPLERS,
                        help="how --frames are placed (events, ours: half on brief events)")
         p.add_argument("--fps", type=float, default=None, help="sample at this rate instead of --frames")
         p.add_argument("--max-frames", type=int, default=160)
@@ -383,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mc-scoring", default="generate", choices=["generate", "likelihood"],
                    help="multiple choice: the model names a letter (default), or the likeliest option text wins "
                         "(lmms-eval's multiple_choice output type)")
-    p.add_argument("--sampler", default="uniform", choices=["uniform", "events"],
+    p.add_argument("--sampler", default="uniform", choices=COUNT_SAMPLERS,
                    help="events (ours): half of the frames on brief events found in a thumbnail scan")
     p.add_argument("--per-cell", type=int, default=2, help="niah: videos per (frames, depth) cell")
     p.add_argument("--device", default="cpu")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from ..model.chat import GenerationConfig, KangarooChat
-from ..video import SamplingConfig
+from ..video import COUNT_SAMPLERS, SamplingConfig
 from .benchmarks import BENCHMARKS, LETTERS, NEEDS_JUDGE, Item
 from .extract import extract_choice
 
@@ -43,7 +43,6 @@ SUBS_TEMPLATE = "This video's subtitles are listed below:\n{subs}\n\n"
 OPEN_TEMPLATE = "{question}\nAnswer the question concisely."
 # mc_scoring=likelihood: the question alone; each option is scored as the reply
 LIKELIHOOD_TEMPLATE = "{subs}{question}"
-SAMPLERS_BY_COUNT = ("uniform", "events")  # the samplers that take exactly `frames` frames
 
 
 @dataclass
@@ -66,8 +65,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.mc_scoring not in ("generate", "likelihood"):
             raise ValueError(f"mc_scoring must be 'generate' or 'likelihood', got {self.mc_scoring!r}")
-        if self.sampler not in SAMPLERS_BY_COUNT:
-            raise ValueError(f"sampler must be one of {sorted(SAMPLERS_BY_COUNT)}, got {self.sampler!r}")
+        if self.sampler not in COUNT_SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(COUNT_SAMPLERS)}, got {self.sampler!r}")
 
     def settings(self, kc: KangarooChat, model_name: str) -> dict:
         return {"benchmark": self.benchmark, "model": model_name, "frames": self.frames, "sampler": self.sampler,

@@ -12,11 +12,11 @@ from .errors import (
     VideoTooLargeError,
 )
 from .probe import VideoInfo, VideoLimits, probe
-from .sampling import SAMPLERS, SamplingConfig, sample_timestamps
+from .sampling import COUNT_SAMPLERS, SAMPLERS, SamplingConfig, sample_timestamps
 
 __all__ = [
     "BACKENDS", "DecodeOptions", "Frames", "decode_frames", "decode_isolated", "load_video",
     "EmptyVideoError", "NotAVideoError", "UnsupportedCodecError", "VideoDecodeError", "VideoError",
     "VideoNotFoundError", "VideoTimeoutError", "VideoTooLargeError", "VideoInfo", "VideoLimits", "probe",
-    "SAMPLERS", "SamplingConfig", "sample_timestamps",
+    "COUNT_SAMPLERS", "SAMPLERS", "SamplingConfig", "sample_timestamps",
 ]

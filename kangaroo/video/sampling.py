@@ -34,6 +34,7 @@ from ..registry import Registry
 Scan = Callable[[list[float]], "tuple[np.ndarray, np.ndarray]"]
 SAMPLERS: Registry[Callable[["SamplingConfig", float, float, Optional[Scan]], list[float]]] = Registry("sampler")
 CONTENT_SAMPLERS = frozenset({"events"})  # the samplers that need ``scan``
+COUNT_SAMPLERS = ("uniform", "events")  # the samplers that take exactly ``num_frames`` frames
 MAX_SCAN = 4096  # thumbnails one scan decodes at most (12 MB at 32 px)
 
 

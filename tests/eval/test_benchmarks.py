@@ -199,3 +199,5 @@ def test_likelihood_scoring_picks_the_likeliest_option(tmp_path, synth_dir, tiny
         assert r["correct"] == (r["pred"] == r["answer"])
     with pytest.raises(ValueError, match="mc_scoring"):
         EvalConfig("synthetic", "d", "o", mc_scoring="vibes")
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        EvalConfig("synthetic", "d", "o", sampler="fps")  # it would ignore the frame count
