@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from ..model.chat import GenerationConfig
-from ..video import VideoError
+from ..video import COUNT_SAMPLERS, VideoError
 from .engine import Engine
 from .media import MediaError, store_bytes, upload_path
 
@@ -76,7 +76,7 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     frames: int | None = None
     fps: float | None = None
-    sampler: Literal["uniform", "events"] = "uniform"  # events: part of `frames` on brief events (ours)
+    sampler: Literal[COUNT_SAMPLERS] = "uniform"  # uniform | events (ours: part of `frames` on brief events)
     start: float | None = Field(default=None, ge=0)
     end: float | None = Field(default=None, gt=0)
 
