@@ -37,15 +37,17 @@ bench-curate: $(STAMP)
 clean:
 	rm -rf $(VENV) .bench demo_out
 
-# kangaroo-smol: generate its synthetic training data and run the curriculum (stage 0 tags + stages 1-4, 4b and 4c;
+# kangaroo-smol: generate its synthetic training data and run the curriculum (stage 0 tags + stages 1-4, 4b, 4c and 6;
 # recipes/smol/5_long.yaml continues from the last of them)
 # (CPU works, a GPU is used when present), then package the weights.
 smol-data: $(STAMP)
 	$(BIN)/kangaroo synth --out data/smol/short --num-videos 400 --min-seconds 8 --max-seconds 30 --seed 1 --images-per-video 8 --quiet > /dev/null
 	$(BIN)/kangaroo synth --out data/smol/long --num-videos 60 --min-seconds 60 --max-seconds 180 --seed 2 --needle --quiet > /dev/null
+	for s in 11 12 13 14 15 16 17; do $(BIN)/kangaroo synth --out data/smol/mix/short$$s --num-videos 400 --min-seconds 8 --max-seconds 30 --seed $$s --quiet > /dev/null || exit 1; done
+	for s in 21 22 23 24 25 26 27; do $(BIN)/kangaroo synth --out data/smol/mix/long$$s --num-videos 60 --min-seconds 60 --max-seconds 180 --seed $$s --needle --quiet > /dev/null || exit 1; done
 	$(BIN)/kangaroo synth --out data/smol/heldout_short --num-videos 60 --min-seconds 8 --max-seconds 30 --seed 1001 --quiet > /dev/null
 	$(BIN)/kangaroo synth --out data/smol/heldout_long --num-videos 30 --min-seconds 60 --max-seconds 180 --seed 1002 --needle --quiet > /dev/null
 
 smol: smol-data
-	$(BIN)/kangaroo curriculum recipes/smol/0_tags.yaml recipes/smol/1_image.yaml recipes/smol/2_video.yaml recipes/smol/3_refine.yaml recipes/smol/4_instruct.yaml recipes/smol/4b_instruct_more.yaml recipes/smol/4c_instruct_focus.yaml --out runs/smol --resume
-	rm -rf kangaroo/weights/kangaroo-smol && cp -r runs/smol/7_instruct_focus/model kangaroo/weights/kangaroo-smol
+	$(BIN)/kangaroo curriculum recipes/smol/0_tags.yaml recipes/smol/1_image.yaml recipes/smol/2_video.yaml recipes/smol/3_refine.yaml recipes/smol/4_instruct.yaml recipes/smol/4b_instruct_more.yaml recipes/smol/4c_instruct_focus.yaml recipes/smol/6_mix.yaml --out runs/smol --resume
+	rm -rf kangaroo/weights/kangaroo-smol && cp -r runs/smol/8_mix/model kangaroo/weights/kangaroo-smol
