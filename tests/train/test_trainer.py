@@ -290,6 +290,19 @@ def test_bench_pack_attention_case_agrees():
     assert r["fp32"]["dense_mask_ms"] > 0 and r["bf16"]["per_sample_ms"] > 0
 
 
+def test_bench_pack_row_lengths_place_every_sample():
+    """The row-length sweep packs the same samples into fewer, longer rows; the random-LLM model has
+    kangaroo-smol's shape and needs no LLM package."""
+    from kangaroo.train.bench import _smol_model, row_length_case
+
+    model = KangarooForConditionalGeneration(tiny_config(vocab=1024)).train()
+    out = row_length_case(model, (256, 2048), torch.device("cpu"), n=5, frames=(4, 8), size=56)
+    assert [x["max_len"] for x in out] == [256, 2048]
+    assert out[0]["rows"] > out[1]["rows"] == 1 and all(x["real_tok_s"] > 0 for x in out)
+    smol = _smol_model(random_llm=True)
+    assert smol.config.text_config.hidden_size == 576 and smol.config.text_config.num_hidden_layers == 30
+
+
 def test_ci95():
     from kangaroo.train.ablate import ci95
 
