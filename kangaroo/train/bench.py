@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .data import Encoded
-from .packing import greedy_rows, pack_row, pad_batch
+from .packing import greedy_rows, pack_row, pad_batch, to_device
 
 
 MIXES = {
@@ -56,12 +56,6 @@ def classic(batch: dict) -> dict:
     seg = b.pop("segment_ids")
     b["attention_mask"] = (seg > 0).long()
     b["_real"] = seg
-    return b
-
-
-def _to(batch: dict, device: torch.device) -> dict:
-    b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-    b["videos"] = [(p.to(device), t.to(device)) for p, t in b["videos"]]
     return b
 
 
@@ -154,7 +148,7 @@ def row_length_case(model, lengths, device, n: int = ROW_MIX["n"], frames=ROW_MI
     samples = make_samples(model.config, n, seed=1, size=size, frames=frames)
     out = []
     for L in lengths:
-        rows = [_to(pack_row([samples[i] for i in r]), device) for r in greedy_rows([len(s) for s in samples], L)]
+        rows = [to_device(pack_row([samples[i] for i in r]), device) for r in greedy_rows([len(s) for s in samples], L)]
         _run(model, rows[:2])  # warm-up
         dt, real, _ = _run(model, rows)
         out.append({"max_len": L, "rows": len(rows), "real_tok_s": round(real / dt, 1), "s_per_row": round(dt / len(rows), 4)})
@@ -184,8 +178,8 @@ def bench_pack(mixes: tuple[str, ...] = ("short", "long"), progress: bool = True
         samples = make_samples(model.config, n, frames=mix["frames"])
         if max(len(s) for s in samples) > max_len:
             raise ValueError(f"mix {name}: a sample is longer than max_len")
-        packed = [_to(pack_row([samples[i] for i in row]), dev) for row in greedy_rows([len(s) for s in samples], max_len)]
-        padded = [_to(classic(pad_batch(samples[i : i + batch])), dev) for i in range(0, n, batch)]
+        packed = [to_device(pack_row([samples[i] for i in row]), dev) for row in greedy_rows([len(s) for s in samples], max_len)]
+        padded = [to_device(classic(pad_batch(samples[i : i + batch])), dev) for i in range(0, n, batch)]
         _run(model, packed[:1])  # warm-up
         tp, real_p, total_p = _run(model, packed)
         td, real_d, total_d = _run(model, padded)

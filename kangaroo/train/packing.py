@@ -54,6 +54,13 @@ def pad_batch(samples: list[Encoded], pad_id: int = 0) -> dict:
     }
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A packed row or padded batch with its tensors (the videos' frames and timestamps too) on ``device``."""
+    b = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    b["videos"] = [(p.to(device), t.to(device)) for p, t in b["videos"]]
+    return b
+
+
 def greedy_rows(lengths: list[int], max_len: int) -> list[list[int]]:
     """Group sample indices into rows of at most ``max_len`` tokens, in order (first fit
     on the open row); a sample longer than ``max_len`` gets a row of its own."""

@@ -26,7 +26,7 @@ from ..model.chat import PromptBuilder
 from ..model.modeling import KangarooForConditionalGeneration
 from .data import Encoded, Mixture
 from .loader import SampleLoader, auto_workers
-from .packing import pack_row
+from .packing import pack_row, to_device
 from .recipe import Recipe
 
 SMOL_BASE = "smollm2-135m-instruct"
@@ -187,8 +187,7 @@ class Trainer:
             loss_sum = 0.0
             tokens = 0
             for row, _ in rows:
-                row = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in row.items()}
-                row["videos"] = [(p.to(self.device), t.to(self.device)) for p, t in row["videos"]]
+                row = to_device(row, self.device)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=r.bf16):
                     out = self.net(**row)
                     loss = out["loss_sum"]
