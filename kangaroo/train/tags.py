@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..video.preprocess import PreprocessConfig, preprocess_frames
 from .data import to_samples
+from .loop import read_checkpoint, run_steps, write_checkpoint
 from .recipe import Recipe
 
 STOP = frozenset("a an the and or of in on at to is are with its it this that there some one two nothing "
@@ -157,45 +158,31 @@ class TagTrainer:
         return x, self.targets[idx]
 
     def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
-        from .trainer import append_metrics, plot_losses
-
         if resume:
             self.load_checkpoint()
-        r = self.recipe
         self.model.vision_tower.train()
-        bar = tqdm(total=r.max_steps, initial=self.step, desc=r.name, unit="step", disable=not self.progress)
-        metrics_path = os.path.join(self.out, "metrics.jsonl")
-        last = {}
-        while self.step < r.max_steps:
-            t0 = time.perf_counter()
-            x, y = self.batch(self.step)
-            x, y = x.to(self.device), y.to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=r.bf16):
-                logits = self.head(self.model.vision_tower(x)).float()
-            loss = F.binary_cross_entropy_with_logits(logits, y)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(self.params, r.grad_clip)
-            self.opt.step()
-            self.sched.step()
-            self.opt.zero_grad(set_to_none=True)
-            self.step += 1
-            dt = time.perf_counter() - t0
-            exact = float(((logits > 0) == (y > 0.5)).all(-1).float().mean())
-            last = {"step": self.step, "loss": loss.item(), "lr": self.sched.get_last_lr()[0], "grad_norm": float(gnorm),
-                    "exact_match": exact, "img_s": len(x) / dt}
-            if self.step % r.log_every == 0:
-                append_metrics(metrics_path, last)
-            bar.set_postfix(loss=f"{last['loss']:.4f}", exact=f"{exact:.2f}", img_s=f"{last['img_s']:.0f}")
-            bar.update(1)
-            if self.step % r.save_every == 0 or self.step == r.max_steps:
-                self.save_checkpoint()
-            if stop_at is not None and self.step >= stop_at:
-                bar.close()
-                return last
-        bar.close()
-        self.export(os.path.join(self.out, "model"))
-        plot_losses(metrics_path, os.path.join(self.out, "loss.png"), f"{r.name} (tag BCE)")
-        return last
+        return run_steps(self, self._step, lambda m: {"loss": f"{m['loss']:.4f}", "exact": f"{m['exact_match']:.2f}",
+                                                      "img_s": f"{m['img_s']:.0f}"},
+                         f"{self.recipe.name} (tag BCE)", stop_at)
+
+    def _step(self) -> dict:
+        r = self.recipe
+        t0 = time.perf_counter()
+        x, y = self.batch(self.step)
+        x, y = x.to(self.device), y.to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=r.bf16):
+            logits = self.head(self.model.vision_tower(x)).float()
+        loss = F.binary_cross_entropy_with_logits(logits, y)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params, r.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        dt = time.perf_counter() - t0
+        exact = float(((logits > 0) == (y > 0.5)).all(-1).float().mean())
+        return {"step": self.step, "loss": loss.item(), "lr": self.sched.get_last_lr()[0], "grad_norm": float(gnorm),
+                "exact_match": exact, "img_s": len(x) / dt}
 
     # ---- checkpoints: the layout of Trainer's --------------------------------------------
     def _state(self) -> dict:
@@ -204,15 +191,11 @@ class TagTrainer:
         return s
 
     def save_checkpoint(self) -> None:
-        from .trainer import write_checkpoint
-
         write_checkpoint(self.out, self.step, self._state(),
                          {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()},
                          {"step": self.step, "world": 1})
 
     def load_checkpoint(self) -> bool:
-        from .trainer import read_checkpoint
-
         ck = read_checkpoint(self.out)
         if ck is None:
             return False

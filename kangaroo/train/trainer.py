@@ -12,20 +12,18 @@ its own slice of the stream; the gloo backend runs it on CPU.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import time
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from ..model.chat import PromptBuilder
 from ..model.modeling import KangarooForConditionalGeneration
 from .data import Encoded, Mixture
 from .loader import SampleLoader, auto_workers
+from .loop import read_checkpoint, run_steps, write_checkpoint
 from .packing import pack_row, to_device
 from .recipe import Recipe
 
@@ -172,57 +170,42 @@ class Trainer:
     def _train(self, resume: bool, stop_at: int | None) -> dict:
         if resume:
             self.load_checkpoint()
+        return run_steps(self, self._step, lambda m: {"loss": f"{m['loss']:.3f}", "tok_s": f"{m['tok_s']:.0f}"},
+                         self.recipe.name, stop_at, rank=self.rank)
+
+    def _step(self) -> dict:
+        """One optimiser step over ``rows_per_step`` packed rows; returns its metrics."""
         r = self.recipe
-        bar = tqdm(total=r.max_steps, initial=self.step, desc=r.name, unit="step",
-                   disable=not self.progress or self.rank != 0)
-        metrics_path = os.path.join(self.out, "metrics.jsonl")
-        last = {}
-        while self.step < r.max_steps:
-            t0 = time.perf_counter()
-            rows = [self.next_row() for _ in range(r.rows_per_step)]
-            n_tok = torch.tensor(sum(int((row["labels"][:, 1:] != -100).sum()) for row, _ in rows), dtype=torch.float64)
-            if self.world > 1:
-                dist.all_reduce(n_tok)
-            total = max(1.0, float(n_tok))
-            loss_sum = 0.0
-            tokens = 0
-            for row, _ in rows:
-                row = to_device(row, self.device)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=r.bf16):
-                    out = self.net(**row)
-                    loss = out["loss_sum"]
-                    if self.world > 1 and not row["videos"]:  # every rank must give every parameter a gradient
-                        loss = loss + self.model.dummy_visual_loss()
-                (loss * self.world / total).backward()
-                loss_sum += float(out["loss_sum"].detach())
-                tokens += row["input_ids"].numel()
-            gnorm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], r.grad_clip)
-            self.opt.step()
-            self.sched.step()
-            self.opt.zero_grad(set_to_none=True)
-            self.step += 1
-            dt = time.perf_counter() - t0
-            loss_t = torch.tensor([loss_sum], dtype=torch.float64)
-            if self.world > 1:
-                dist.all_reduce(loss_t)
-            last = {"step": self.step, "loss": float(loss_t) / total, "lr": self.sched.get_last_lr()[0],
-                    "grad_norm": float(gnorm), "tokens": tokens, "tok_s": tokens / dt,
-                    "samples": sum(n for _, n in rows), "cursor": self.cursor}
-            if self.rank == 0:
-                if self.step % r.log_every == 0:
-                    append_metrics(metrics_path, last)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{last['tok_s']:.0f}")
-                bar.update(1)
-            if self.step % r.save_every == 0 or self.step == r.max_steps:
-                self.save_checkpoint()
-            if stop_at is not None and self.step >= stop_at:
-                bar.close()
-                return last
-        bar.close()
-        self.export(os.path.join(self.out, "model"))
-        if self.rank == 0:
-            plot_losses(metrics_path, os.path.join(self.out, "loss.png"), r.name)
-        return last
+        t0 = time.perf_counter()
+        rows = [self.next_row() for _ in range(r.rows_per_step)]
+        n_tok = torch.tensor(sum(int((row["labels"][:, 1:] != -100).sum()) for row, _ in rows), dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(n_tok)
+        total = max(1.0, float(n_tok))
+        loss_sum = 0.0
+        tokens = 0
+        for row, _ in rows:
+            row = to_device(row, self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=r.bf16):
+                out = self.net(**row)
+                loss = out["loss_sum"]
+                if self.world > 1 and not row["videos"]:  # every rank must give every parameter a gradient
+                    loss = loss + self.model.dummy_visual_loss()
+            (loss * self.world / total).backward()
+            loss_sum += float(out["loss_sum"].detach())
+            tokens += row["input_ids"].numel()
+        gnorm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], r.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        dt = time.perf_counter() - t0
+        loss_t = torch.tensor([loss_sum], dtype=torch.float64)
+        if self.world > 1:
+            dist.all_reduce(loss_t)
+        return {"step": self.step, "loss": float(loss_t) / total, "lr": self.sched.get_last_lr()[0],
+                "grad_norm": float(gnorm), "tokens": tokens, "tok_s": tokens / dt,
+                "samples": sum(n for _, n in rows), "cursor": self.cursor}
 
     # ---- checkpoints ------------------------------------------------------------------
     def _trainable_state(self) -> dict:
@@ -297,77 +280,6 @@ def export_model(model, tok, recipe: Recipe, base_llm: str | None, path: str) ->
         lora = {"r": lc.r, "alpha": lc.lora_alpha, "dropout": lc.lora_dropout, "targets": sorted(lc.target_modules)}
     full_llm = "llm" in recipe.train
     return save_model(model, tok, path, base_llm=None if full_llm else base_llm, lora=None if full_llm else lora)
-
-
-def write_checkpoint(out: str, step: int, state: dict, optim: dict, meta: dict) -> str:
-    """OUT/checkpoints/step_N/{trainable.safetensors, optim.pt, state.json}, written to a
-    temporary folder and renamed (a checkpoint is either whole or absent), then ``latest``."""
-    from safetensors.torch import save_file
-
-    ckdir = os.path.join(out, "checkpoints")
-    final = os.path.join(ckdir, f"step_{step:07d}")
-    tmp = final + ".part"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    save_file(state, os.path.join(tmp, "trainable.safetensors"))
-    torch.save(optim, os.path.join(tmp, "optim.pt"))
-    with open(os.path.join(tmp, "state.json"), "w") as f:
-        json.dump(meta, f)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    _atomic_write(os.path.join(ckdir, "latest"), os.path.basename(final))
-    return final
-
-
-def read_checkpoint(out: str) -> tuple[dict, dict, dict] | None:
-    """(trainable state, optimiser blob, state.json) of OUT's latest checkpoint, or None."""
-    from safetensors.torch import load_file
-
-    latest = os.path.join(out, "checkpoints", "latest")
-    if not os.path.exists(latest):
-        return None
-    ck = os.path.join(out, "checkpoints", open(latest).read().strip())
-    with open(os.path.join(ck, "state.json")) as f:
-        meta = json.load(f)
-    return (load_file(os.path.join(ck, "trainable.safetensors")),
-            torch.load(os.path.join(ck, "optim.pt"), weights_only=True), meta)
-
-
-def append_metrics(path: str, row: dict) -> None:
-    """One step's metrics as a line of ``metrics.jsonl``."""
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = path + ".part"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def plot_losses(metrics_path: str, png: str, title: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    if not os.path.exists(metrics_path):
-        return
-    rows = [json.loads(line) for line in open(metrics_path) if line.strip()]
-    if not rows:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (answer tokens)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
 
 
 def run_curriculum(recipes: list[Recipe], out: str, resume: bool = False, progress: bool = True,

@@ -1,0 +1,113 @@
+"""The step loop both trainers share (``Trainer``, ``TagTrainer``) and what it writes: metrics
+as JSONL, a loss-curve PNG, and checkpoints that are either whole or absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+
+def run_steps(trainer, one_step: Callable[[], dict], postfix: Callable[[dict], dict], title: str,
+              stop_at: int | None = None, rank: int = 0) -> dict:
+    """Call ``one_step()`` (one optimiser step: it advances ``trainer.step`` and returns the
+    step's metrics) until ``recipe.max_steps``: each step's metrics go to ``metrics.jsonl`` and
+    the progress bar, a checkpoint every ``save_every`` steps; ``stop_at`` stops after that
+    step, as an interruption would. At the end: the model exported to OUT/model, loss.png."""
+    r = trainer.recipe
+    bar = tqdm(total=r.max_steps, initial=trainer.step, desc=r.name, unit="step",
+               disable=not trainer.progress or rank != 0)
+    metrics_path = os.path.join(trainer.out, "metrics.jsonl")
+    last: dict = {}
+    while trainer.step < r.max_steps:
+        last = one_step()
+        if rank == 0:
+            if trainer.step % r.log_every == 0:
+                append_metrics(metrics_path, last)
+            bar.set_postfix(**postfix(last))
+            bar.update(1)
+        if trainer.step % r.save_every == 0 or trainer.step == r.max_steps:
+            trainer.save_checkpoint()
+        if stop_at is not None and trainer.step >= stop_at:
+            bar.close()
+            return last
+    bar.close()
+    trainer.export(os.path.join(trainer.out, "model"))
+    if rank == 0:
+        plot_losses(metrics_path, os.path.join(trainer.out, "loss.png"), title)
+    return last
+
+
+def write_checkpoint(out: str, step: int, state: dict, optim: dict, meta: dict) -> str:
+    """OUT/checkpoints/step_N/{trainable.safetensors, optim.pt, state.json}, written to a
+    temporary folder and renamed (a checkpoint is either whole or absent), then ``latest``."""
+    from safetensors.torch import save_file
+
+    ckdir = os.path.join(out, "checkpoints")
+    final = os.path.join(ckdir, f"step_{step:07d}")
+    tmp = final + ".part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    save_file(state, os.path.join(tmp, "trainable.safetensors"))
+    torch.save(optim, os.path.join(tmp, "optim.pt"))
+    with open(os.path.join(tmp, "state.json"), "w") as f:
+        json.dump(meta, f)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    _atomic_write(os.path.join(ckdir, "latest"), os.path.basename(final))
+    return final
+
+
+def read_checkpoint(out: str) -> tuple[dict, dict, dict] | None:
+    """(trainable state, optimiser blob, state.json) of OUT's latest checkpoint, or None."""
+    from safetensors.torch import load_file
+
+    latest = os.path.join(out, "checkpoints", "latest")
+    if not os.path.exists(latest):
+        return None
+    ck = os.path.join(out, "checkpoints", open(latest).read().strip())
+    with open(os.path.join(ck, "state.json")) as f:
+        meta = json.load(f)
+    return (load_file(os.path.join(ck, "trainable.safetensors")),
+            torch.load(os.path.join(ck, "optim.pt"), weights_only=True), meta)
+
+
+def append_metrics(path: str, row: dict) -> None:
+    """One step's metrics as a line of ``metrics.jsonl``."""
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = path + ".part"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def plot_losses(metrics_path: str, png: str, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    if not os.path.exists(metrics_path):
+        return
+    rows = [json.loads(line) for line in open(metrics_path) if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (answer tokens)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
