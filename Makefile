@@ -49,5 +49,5 @@ smol-data: $(STAMP)
 	$(BIN)/kangaroo synth --out data/smol/heldout_long --num-videos 30 --min-seconds 60 --max-seconds 180 --seed 1002 --needle --quiet > /dev/null
 
 smol: smol-data
-	$(BIN)/kangaroo curriculum recipes/smol/0_tags.yaml recipes/smol/1_image.yaml recipes/smol/2_video.yaml recipes/smol/3_refine.yaml recipes/smol/4_instruct.yaml recipes/smol/4b_instruct_more.yaml recipes/smol/4c_instruct_focus.yaml recipes/smol/6_mix.yaml --out runs/smol --resume
-	rm -rf kangaroo/weights/kangaroo-smol && cp -r runs/smol/8_mix/model kangaroo/weights/kangaroo-smol
+	$(BIN)/kangaroo curriculum recipes/smol/0_tags.yaml recipes/smol/1_image.yaml recipes/smol/2_video.yaml recipes/smol/3_refine.yaml recipes/smol/4_instruct.yaml recipes/smol/4b_instruct_more.yaml recipes/smol/4c_instruct_focus.yaml recipes/smol/6_mix.yaml recipes/smol/6c_short_focus.yaml --out runs/smol --resume
+	rm -rf kangaroo/weights/kangaroo-smol && cp -r runs/smol/9_short_focus/model kangaroo/weights/kangaroo-smol
