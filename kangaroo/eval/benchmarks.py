@@ -150,7 +150,7 @@ def _videomme(root: str, subs: bool) -> list[Item]:
         sub = srt_text(srt) if subs and os.path.exists(srt) else None
         items.append(Item(r["question_id"], os.path.join(root, "videos", r["videoID"] + ".mp4"), r["question"], cands,
                           _letter_index(r["answer"]), f"{r['duration']}/{r['task_type']}", subtitles=sub,
-                          extra={"duration": r["duration"], "domain": r.get("domain")}))
+                          extra={"duration": r["duration"], "domain": r.get("domain"), "group": r["duration"]}))
     return items
 
 
@@ -196,7 +196,8 @@ def longvideobench(root: str) -> list[Item]:
     for r in _load(_need(os.path.join(root, "lvb_val.json"))):
         items.append(Item(r["id"], os.path.join(root, "videos", r["video_path"]), r["question"], list(r["candidates"]),
                           int(r["correct_choice"]), r.get("question_category", "all"),
-                          extra={"duration_group": r.get("duration_group")}))
+                          extra={"duration_group": r.get("duration_group"),
+                                 "group": f"duration {r['duration_group']}" if r.get("duration_group") else None}))
     return items
 
 
@@ -238,11 +239,27 @@ def mmbench_video(root: str) -> list[Item]:
 
 @BENCHMARKS.register("synthetic")
 def synthetic(root: str) -> list[Item]:
+    tl_path = os.path.join(root, "timelines.json")
+    durations = {t["video"]: t["config"]["duration"] for t in _load(tl_path)} if os.path.exists(tl_path) else {}
     items = []
     for i, r in enumerate(_load(_need(os.path.join(root, "mcqa.json")))):
         items.append(Item(f"{r['video']}/{i}", os.path.join(root, r["video"]), r["question"], list(r["candidates"]),
-                          int(r["answer_index"]), r["family"], extra={"evidence": r.get("evidence")}))
+                          int(r["answer_index"]), r["family"],
+                          extra={"evidence": r.get("evidence"), "group": synthetic_group(r, durations.get(r["video"]))}))
     return items
+
+
+def synthetic_group(r: dict, duration: float | None) -> str | None:
+    """A finer bucket than the family, for the breakdown in results.json: "count=3" (the true
+    count), "when@4/5" (the object first appears in the 4th fifth of the video), "needle@2/5"
+    (the needle's depth)."""
+    if r["family"] == "count" and "count" in r:
+        return f"count={r['count']}"
+    if r["family"] == "when" and duration and "answer_seconds" in r:
+        return f"when@{min(int(r['answer_seconds'] / duration * 5), 4) + 1}/5"
+    if r["family"] == "needle" and "depth" in r:
+        return f"needle@{min(int(r['depth'] * 5), 4) + 1}/5"
+    return None
 
 
 NEEDS_JUDGE = {"mmbench_video"}

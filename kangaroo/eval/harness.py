@@ -157,6 +157,8 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
                     outs = kc.ask_batch(rows, [prompt_for(it, cfg.benchmark) for it in chunk], gen)
                 for it, out in zip(chunk, outs):
                     rec = {"qid": it.qid, "task": it.task, "answer": it.answer, "output": out}
+                    if it.extra.get("group"):
+                        rec["group"] = it.extra["group"]
                     if error:
                         rec.update(pred=None, correct=False, error=error)
                     elif isinstance(out, dict):  # likelihood scoring
@@ -216,6 +218,13 @@ def report(kc: KangarooChat, cfg: EvalConfig, model_name: str) -> dict:
             summary.update(score=round(sum(scores.values()) / max(1, len(scores)), 3), per_task=per, accuracy=None)
     else:
         per = {t: round(sum(r["correct"] for r in rs) / len(rs), 4) for t, rs in sorted(by_task.items())}
+        by_group = defaultdict(list)
+        for r in recs:
+            if r.get("group"):
+                by_group[r["group"]].append(r["correct"])
+        if by_group:  # a finer breakdown where the benchmark gives one (synthetic: when by position, count by n)
+            summary["per_group"] = {g: {"n": len(c), "accuracy": round(sum(c) / len(c), 4)}
+                                    for g, c in sorted(by_group.items())}
         summary.update(accuracy=round(sum(r["correct"] for r in recs) / max(1, len(recs)), 4), per_task=per,
                        errors=sum(1 for r in recs if r.get("error")),
                        unparsed=sum(1 for r in recs if r.get("pred") is None and not r.get("error")))
@@ -236,6 +245,9 @@ def markdown(summary: dict) -> str:
     rows = [f"| task | {key} |", "|---|---|"]
     rows += [f"| {t} | {v} |" for t, v in summary.get("per_task", {}).items()]
     rows.append(f"| **overall** ({summary['n']}) | **{summary.get(key)}** |")
+    if summary.get("per_group"):
+        rows += ["", "| group | n | accuracy |", "|---|---|---|"]
+        rows += [f"| {g} | {v['n']} | {v['accuracy']} |" for g, v in summary["per_group"].items()]
     return head + "\n".join(rows) + "\n"
 
 

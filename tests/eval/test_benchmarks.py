@@ -201,3 +201,30 @@ def test_likelihood_scoring_picks_the_likeliest_option(tmp_path, synth_dir, tiny
         EvalConfig("synthetic", "d", "o", mc_scoring="vibes")
     with pytest.raises(ValueError, match="sampler must be one of"):
         EvalConfig("synthetic", "d", "o", sampler="fps")  # it would ignore the frame count
+
+
+def test_synthetic_groups_break_down_when_and_count(tmp_path, synth_dir, tiny_chat_model, smol_tokenizer):
+    items = BENCHMARKS.get("synthetic")(str(synth_dir))
+    mc = json.loads((synth_dir / "mcqa.json").read_text())
+    dur = {t["video"]: t["config"]["duration"] for t in json.loads((synth_dir / "timelines.json").read_text())}
+    for it, r in zip(items, mc):
+        g = it.extra["group"]
+        if r["family"] == "count":
+            assert g == f"count={len(r['evidence'])}"
+        elif r["family"] == "when":
+            k = int(g[len("when@"):-len("/5")])
+            assert (k - 1) / 5 <= r["answer_seconds"] / dur[r["video"]] < k / 5 + 1e-9
+        elif r["family"] in ("appear_at", "order"):
+            assert g is None
+    assert any(it.extra["group"] for it in items)
+    kc = KangarooChat(tiny_chat_model, smol_tokenizer)
+    cfg = EvalConfig("synthetic", str(synth_dir), str(tmp_path), frames=2, mc_scoring="likelihood")
+    predict(kc, cfg, progress=False)
+    res = report(kc, cfg, "tiny")
+    recs = [json.loads(x) for x in (tmp_path / "predictions.rank0.jsonl").read_text().splitlines()]
+    grouped = [r for r in recs if r.get("group")]
+    assert sum(v["n"] for v in res["per_group"].values()) == len(grouped) > 0
+    for g, v in res["per_group"].items():
+        rs = [r["correct"] for r in grouped if r["group"] == g]
+        assert v["accuracy"] == round(sum(rs) / len(rs), 4)
+    assert "| group | n | accuracy |" in (tmp_path / "results.md").read_text()
