@@ -37,7 +37,7 @@ bench-curate: $(STAMP)
 clean:
 	rm -rf $(VENV) .bench demo_out
 
-# kangaroo-smol: generate its synthetic training data and run the curriculum (stage 0 tags + stages 1-4, 4b, 4c and 6;
+# kangaroo-smol: generate its synthetic training data and run the curriculum (stage 0 tags + stages 1-4, 4b, 4c, 6, 6c and 6d;
 # recipes/smol/5_long.yaml continues from the last of them)
 # (CPU works, a GPU is used when present), then package the weights.
 smol-data: $(STAMP)
@@ -49,5 +49,5 @@ smol-data: $(STAMP)
 	$(BIN)/kangaroo synth --out data/smol/heldout_long --num-videos 30 --min-seconds 60 --max-seconds 180 --seed 1002 --needle --quiet > /dev/null
 
 smol: smol-data
-	$(BIN)/kangaroo curriculum recipes/smol/0_tags.yaml recipes/smol/1_image.yaml recipes/smol/2_video.yaml recipes/smol/3_refine.yaml recipes/smol/4_instruct.yaml recipes/smol/4b_instruct_more.yaml recipes/smol/4c_instruct_focus.yaml recipes/smol/6_mix.yaml recipes/smol/6c_short_focus.yaml --out runs/smol --resume
-	rm -rf kangaroo/weights/kangaroo-smol && cp -r runs/smol/9_short_focus/model kangaroo/weights/kangaroo-smol
+	$(BIN)/kangaroo curriculum recipes/smol/0_tags.yaml recipes/smol/1_image.yaml recipes/smol/2_video.yaml recipes/smol/3_refine.yaml recipes/smol/4_instruct.yaml recipes/smol/4b_instruct_more.yaml recipes/smol/4c_instruct_focus.yaml recipes/smol/6_mix.yaml recipes/smol/6c_short_focus.yaml recipes/smol/6d_needle_back.yaml --out runs/smol --resume
+	rm -rf kangaroo/weights/kangaroo-smol && cp -r runs/smol/10_needle_back/model kangaroo/weights/kangaroo-smol
