@@ -82,7 +82,8 @@ def cmd_synth(args) -> int:
     from .synth import SynthConfig, generate_dataset
 
     base = SynthConfig(fps=args.fps, width=args.width, height=args.height, num_objects=args.objects,
-                       scene_cuts=args.cuts, text=args.text, static=args.static, needle=args.needle)
+                       scene_cuts=args.cuts, text=args.text, static=args.static, needle=args.needle,
+                       uneven=args.uneven)
     manifest = generate_dataset(args.out, args.num_videos, args.min_seconds, args.max_seconds, seed=args.seed,
                                 base=base, vary=not args.no_vary, progress=not args.quiet,
                                 images_per_video=args.images_per_video)
@@ -294,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", default=None, help="burn this text into every frame")
     p.add_argument("--static", action="store_true", help="motionless videos")
     p.add_argument("--needle", action="store_true", help="a brief needle event in every video")
+    p.add_argument("--uneven", action="store_true",
+                   help="appearances of random length, so on-screen time does not give away the count")
     p.add_argument("--no-vary", action="store_true", help="same settings for every video but the duration")
     p.add_argument("--images-per-video", type=int, default=0, help="also write still frames as image-text pairs")
     p.add_argument("--quiet", action="store_true")

@@ -42,6 +42,10 @@ class SynthConfig:
     needle: bool = False  # one brief distinctive event
     needle_seconds: float = 1.0  # how long the needle is on screen
     needle_depth: float | None = None  # where the needle sits, 0..1 of the duration; None = random
+    # Appearances get slices of random length (the repeated shape's divided by its count), so
+    # how long a shape is on screen says little about how many times it appears: counting data
+    # that cannot be answered from on-screen time alone. Off: equal slices (the held-out sets).
+    uneven: bool = False
     gop: int = 250  # H.264 keyframe interval (frames), libx264's default
     crf: int = 23
 
@@ -147,11 +151,18 @@ def make_timeline(cfg: SynthConfig, seed: int) -> Timeline:
         slots = [pair for pair, n in counts for _ in range(n)]
         rng.shuffle(slots)
         # Each appearance gets its own slice of the timeline so repeats never overlap.
-        edges = np.linspace(0.0, D, len(slots) + 1)
+        if cfg.uneven:
+            reps = dict(counts)
+            w = np.array([rng.uniform(0.5, 2.0) / reps[pair] for pair in slots])
+            edges = np.concatenate([[0.0], np.cumsum(w) / w.sum() * D])
+            trim = (0.15, 0.35)  # wider gaps: short repeats must still be seen as separate
+        else:
+            edges = np.linspace(0.0, D, len(slots) + 1)
+            trim = (0.0, 0.25)
         for (s, c), a, b in zip(slots, edges[:-1], edges[1:]):
             span = b - a
-            t_in = a + rng.uniform(0.0, 0.25) * span
-            t_out = b - rng.uniform(0.0, 0.25) * span
+            t_in = a + rng.uniform(*trim) * span
+            t_out = b - rng.uniform(*trim) * span
             size = rng.uniform(0.16, 0.26)
             start = (rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.75))
             end = (rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.75))
