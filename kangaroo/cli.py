@@ -230,6 +230,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .eval.compare import compare_runs, format_compare
+
+    rep = compare_runs(args.a, args.b)
+    if args.json:
+        _print_json(rep)
+    else:
+        print(format_compare(rep))
+    return 0
+
+
 def cmd_curate(args) -> int:
     from .data import CurateConfig, curate
 
@@ -393,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="paired comparison of two eval runs on the same questions (exact sign test)")
+    p.add_argument("a", help="an eval --out folder (the baseline)")
+    p.add_argument("b", help="an eval --out folder (the candidate)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("curate", help="curate videos/images into a training manifest (resumable; local or Ray)")
     p.add_argument("input", nargs="?", help="a folder, a glob, a list file (.txt) or a JSON/JSONL of records")

@@ -198,11 +198,17 @@ def judge_score(cfg: EvalConfig, question: str, reference: str, output: str) -> 
     return float(m.group(0)) if m else 0.0
 
 
-def report(kc: KangarooChat, cfg: EvalConfig, model_name: str) -> dict:
+def load_predictions(out: str) -> list[dict]:
+    """Every complete prediction record of an evaluation folder (all ranks)."""
     recs = []
-    for p in sorted(os.listdir(cfg.out)):
+    for p in sorted(os.listdir(out)):
         if p.startswith("predictions.rank") and p.endswith(".jsonl"):
-            recs += _records(os.path.join(cfg.out, p))
+            recs += _records(os.path.join(out, p))
+    return recs
+
+
+def report(kc: KangarooChat, cfg: EvalConfig, model_name: str) -> dict:
+    recs = load_predictions(cfg.out)
     by_task = defaultdict(list)
     for r in recs:
         by_task[r["task"]].append(r)
