@@ -16,6 +16,15 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
+def _emit(args, rep: dict, fmt) -> int:
+    """Print a report as JSON (--json) or in its human format."""
+    if args.json:
+        _print_json(rep)
+    else:
+        print(fmt(rep))
+    return 0
+
+
 def cmd_probe(args) -> int:
     from .video import probe
 
@@ -183,11 +192,7 @@ def cmd_ablate(args) -> int:
     rep = run_ablation(args.name, recipes, args.out, args.data, frames=args.frames, limit=args.limit,
                        tasks=args.tasks.split(",") if args.tasks else None, resume=args.resume,
                        progress=not args.json, mc_scoring=args.mc_scoring, steps_scale=args.steps_scale)
-    if args.json:
-        _print_json(rep)
-    else:
-        print(format_ablation(rep))
-    return 0
+    return _emit(args, rep, format_ablation)
 
 
 def cmd_serve(args) -> int:
@@ -234,11 +239,7 @@ def cmd_compare(args) -> int:
     from .eval.compare import compare_runs, format_compare
 
     rep = compare_runs(args.a, args.b)
-    if args.json:
-        _print_json(rep)
-    else:
-        print(format_compare(rep))
-    return 0
+    return _emit(args, rep, format_compare)
 
 
 def cmd_curate(args) -> int:
