@@ -76,7 +76,11 @@ def compare_runs(a: str, b: str) -> dict:
 
 
 def format_compare(rep: dict) -> str:
-    lines = [f"A: {rep['a']}", f"B: {rep['b']}"]
+    def label(path: str, st: dict) -> str:
+        keys = ("benchmark", "model", "frames", "sampler", "mc_scoring")
+        return path + (" (" + ", ".join(f"{k} {st[k]}" for k in keys if k in st) + ")" if st else "")
+
+    lines = [f"A: {label(rep['a'], rep['settings_a'])}", f"B: {label(rep['b'], rep['settings_b'])}"]
     if rep["only_in_a"] or rep["only_in_b"]:
         lines.append(f"(compared on the {rep['overall']['n']} shared questions; {rep['only_in_a']} only in A, "
                      f"{rep['only_in_b']} only in B)")

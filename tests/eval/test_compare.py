@@ -41,6 +41,7 @@ def test_compare_counts_discordant_pairs(tmp_path):
     _write(tmp_path / "a", a[:6])
     _write(tmp_path / "a", a[6:], rank=1, cut_tail=True)  # two ranks, the last line of one cut by a crash
     _write(tmp_path / "b", b)
+    (tmp_path / "a" / "results.json").write_text(json.dumps({"settings": {"benchmark": "synthetic", "frames": 32}}))
     rep = compare_runs(str(tmp_path / "a"), str(tmp_path / "b"))
     o = rep["overall"]
     assert (o["n"], o["gained"], o["lost"]) == (11, 2, 4)
@@ -53,6 +54,7 @@ def test_compare_counts_discordant_pairs(tmp_path):
     assert rep["per_group"]["g2"]["lost"] == 4
     md = format_compare(rep)
     assert "| **overall** | 11 |" in md and "1 only in B" in md
+    assert "(benchmark synthetic, frames 32)" in md.splitlines()[0] and md.splitlines()[1].endswith("b")
 
 
 def test_compare_rejects_what_it_cannot_pair(tmp_path):
