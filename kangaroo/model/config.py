@@ -76,6 +76,10 @@ class KangarooConfig(PreTrainedConfig):
     # Ours, not the paper's: token ids of TIME_LABEL_CHARS. When set, every temporal slot is
     # preceded by its start time written as text ("12.5s"), next to the TPE; None = the paper's block.
     time_labels: list[int] | None = None
+    # Ours: distinct frames per temporal slot (None = the patchify's temporal kernel, the paper's
+    # 2). 1 gives every frame a slot of its own: its features are repeated to fill the kernel, so
+    # the trained convolution sees a still slot; twice the tokens, nothing averaged across frames.
+    frames_per_slot: int | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -100,6 +104,9 @@ class KangarooConfig(PreTrainedConfig):
             raise ValueError(f"patchify_kernel must be three positive ints, got {self.patchify_kernel}")
         if self.frame_chunk < 1:
             raise ValueError("frame_chunk must be >= 1")
+        kt = self.patchify_kernel[0]
+        if self.frames_per_slot is not None and (self.frames_per_slot < 1 or kt % self.frames_per_slot):
+            raise ValueError(f"frames_per_slot must divide the temporal kernel {kt}, got {self.frames_per_slot}")
         if list(self.markers) != ["<vi_start>", "<eof>", "<eov>", "<vi_end>"]:
             raise ValueError("markers must be ['<vi_start>', '<eof>', '<eov>', '<vi_end>']")
         if self.time_labels is not None and (len(self.time_labels) != len(TIME_LABEL_CHARS)
@@ -111,6 +118,11 @@ class KangarooConfig(PreTrainedConfig):
     def vision(self) -> VisionConfig:
         return VisionConfig.from_dict(self.vision_config)
 
+    @property
+    def slot_frames(self) -> int:
+        """Distinct frames in one temporal slot."""
+        return self.frames_per_slot or self.patchify_kernel[0]
+
     def tokens_per_slot(self, height: int, width: int) -> int:
         """Visual tokens for one temporal slot of frames of height x width pixels."""
         v = self.vision
@@ -120,8 +132,7 @@ class KangarooConfig(PreTrainedConfig):
 
     def num_visual_tokens(self, frames: int, height: int, width: int, timestamps=None) -> int:
         """Embedding positions one video takes, markers (and time labels) included."""
-        kt = self.patchify_kernel[0]
-        slots = -(-frames // kt)
+        slots = -(-frames // self.slot_frames)
         n = slots * self.tokens_per_slot(height, width) + slots + 2  # <eof>/<eov> per slot, start, end
         if self.time_labels is not None:
             if timestamps is None or len(timestamps) != frames:
@@ -131,7 +142,7 @@ class KangarooConfig(PreTrainedConfig):
 
     def slot_labels(self, timestamps) -> list[str]:
         """The time label of every temporal slot: the start time of its first frame."""
-        return [time_label(t) for t in list(timestamps)[:: self.patchify_kernel[0]]]
+        return [time_label(t) for t in list(timestamps)[:: self.slot_frames]]
 
     def label_ids(self, label: str) -> list[int]:
         return [self.time_labels[TIME_LABEL_CHARS.index(c)] for c in label]

@@ -140,7 +140,9 @@ class KangarooForConditionalGeneration(PreTrainedModel):
         if timestamps.shape != (pixels.shape[0],):
             raise ValueError(f"need one timestamp per frame: {tuple(timestamps.shape)} vs {pixels.shape[0]} frames")
         kt = self.patchify.kernel[0]
-        chunk = max(kt, self.config.frame_chunk // kt * kt)
+        per_slot = self.config.slot_frames
+        repeat = kt // per_slot  # > 1: each frame's features fill `repeat` places of the kernel
+        chunk = max(per_slot, self.config.frame_chunk // per_slot * per_slot)
         dtype = self.vision_tower.patch_embed.proj.weight.dtype
         out = []
         for s in range(0, pixels.shape[0], chunk):
@@ -151,6 +153,8 @@ class KangarooForConditionalGeneration(PreTrainedModel):
                 if self.config.tpe == "index":  # index of the frame in the whole video
                     tpe = self.temporal_embed(torch.arange(s, s + len(ts), device=feats.device).float())
                 feats = feats + tpe.to(feats.dtype)[:, None, None, :]
+            if repeat > 1:
+                feats = feats.repeat_interleave(repeat, dim=0)  # [t * repeat, gh, gw, C]
             x = self.patchify(feats)  # [t', h', w', C]
             out.append(self.mm_projector(x.flatten(1, 2)))  # [t', h'*w', d]
         return torch.cat(out, dim=0)

@@ -3,6 +3,19 @@
 A recipe says where the model comes from, what the videos look like at this stage
 (resolution, dynamic frame range), the data mixture, which modules train, and the
 optimiser and schedule. It round-trips to YAML; unknown keys are errors.
+
+A ``data`` entry is one source, or a group that repeats the same sources in several folders
+(data sets made alike, e.g. by ``kangaroo synth`` with different seeds)::
+
+    data:
+      - folders: [../../data/smol/short, ../../data/smol/mix/short11]
+        sources:
+          - {path: openqa.json, format: openqa, weight: 0.25}
+          - {path: conversations.json, format: llava, weight: 0.0625}
+
+expands, folder by folder and in the order written, to one source per folder and source (here
+four), each path joined to its folder. Folders are named, not globbed, so a recipe's mixture never
+depends on what else happens to be on disk.
 """
 
 from __future__ import annotations
@@ -98,6 +111,8 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
+        if isinstance(d, dict) and isinstance(d.get("data"), list):
+            d = {**d, "data": expand_data(d["data"])}
         return strict_from_dict(cls, d, "recipe keys")
 
     @classmethod
@@ -109,11 +124,39 @@ class Recipe:
         import os
 
         base = os.path.dirname(os.path.abspath(path))
-        for src in d.get("data", []):  # data paths are relative to the recipe file
+        data = expand_data(d.get("data") or [])
+        for src in data:  # data paths are relative to the recipe file
             if isinstance(src, dict) and "path" in src and not os.path.isabs(src["path"]):
                 src["path"] = os.path.join(base, src["path"])
+        if "data" in d:
+            d["data"] = data
         return cls.from_dict(d)
 
     def save(self, path: str) -> None:
         with open(path, "w") as f:
             yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+
+def expand_data(entries: list) -> list:
+    """Recipe ``data`` entries with their folder groups expanded (module docstring)."""
+    if not isinstance(entries, list):
+        raise ValueError(f"recipe data must be a list of sources, got {type(entries).__name__}")
+    out = []
+    for i, e in enumerate(entries):
+        if not (isinstance(e, dict) and ("folders" in e or "sources" in e)):
+            out.append(e)
+            continue
+        extra = set(e) - {"folders", "sources"}
+        if extra:
+            raise ValueError(f"data entry {i}: a folder group has only 'folders' and 'sources', not {sorted(extra)}")
+        folders, sources = e.get("folders"), e.get("sources")
+        if not (isinstance(folders, list) and folders and all(isinstance(f, str) and f for f in folders)):
+            raise ValueError(f"data entry {i}: 'folders' must be a non-empty list of folder paths")
+        if not (isinstance(sources, list) and sources and all(isinstance(s, dict) and "path" in s for s in sources)):
+            raise ValueError(f"data entry {i}: 'sources' must be a non-empty list of sources with a 'path'")
+        if len(set(folders)) != len(folders):
+            raise ValueError(f"data entry {i}: a folder is listed twice")
+        for folder in folders:
+            for src in sources:
+                out.append({**src, "path": folder.rstrip("/") + "/" + src["path"]})
+    return out

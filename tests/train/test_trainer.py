@@ -47,6 +47,25 @@ def test_recipe_yaml_round_trip(tmp_path, tiny_dir, synth_dir):
         Recipe(train=["llm", "lora"])
 
 
+def test_recipe_folder_groups_expand_in_order(tmp_path):
+    flat = [dict(path=f"d/{f}/{n}", format=fmt, weight=w) for f in ("a", "b2", "c")
+            for n, fmt, w in (("qa.json", "openqa", 0.5), ("conv.json", "llava", 0.25))]
+    group = {"folders": ["d/a", "d/b2/", "d/c"],
+             "sources": [{"path": "qa.json", "format": "openqa", "weight": 0.5},
+                         {"path": "conv.json", "format": "llava", "weight": 0.25}]}
+    extra = {"path": "e/one.json", "format": "mcqa", "weight": 1.0}
+    assert Recipe.from_dict({"data": [group, extra]}) == Recipe.from_dict({"data": flat + [extra]})
+    # in a file, the expanded paths are relative to the recipe, like plain ones
+    (tmp_path / "r.yaml").write_text("data:\n  - folders: [d/a]\n    sources:\n      - {path: qa.json}\n")
+    assert Recipe.load(str(tmp_path / "r.yaml")).data[0].path == str(tmp_path / "d/a/qa.json")
+    for bad, msg in (({"folders": ["d/a"]}, "'sources' must be"), ({"sources": [{"path": "x"}]}, "'folders' must be"),
+                     ({**group, "weight": 2}, "only 'folders' and 'sources'"),
+                     ({**group, "folders": ["d/a", "d/a"]}, "listed twice"),
+                     ({**group, "sources": [{"format": "llava"}]}, "with a 'path'")):
+        with pytest.raises(ValueError, match=msg):
+            Recipe.from_dict({"data": [bad]})
+
+
 def test_labels_cover_assistant_turns_only(smol_tokenizer):
     b = PromptBuilder(smol_tokenizer)
     msgs = [{"role": "user", "content": "q1", "video": True}, {"role": "assistant", "content": "answer one"},
