@@ -211,6 +211,9 @@ def cmd_eval(args) -> int:
     from .model.chat import KangarooChat
 
     kc = KangarooChat.load(args.model, device=args.device)
+    if args.frames_per_slot is not None:
+        kc.model.config.frames_per_slot = args.frames_per_slot
+        kc.model.config.validate_kangaroo()
     name = args.model.rstrip("/").split("/")[-1]
     if args.benchmark == "niah":
         from .eval.niah import needle_suite
@@ -401,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(lmms-eval's multiple_choice output type)")
     p.add_argument("--sampler", default="uniform", choices=COUNT_SAMPLERS,
                    help="events (ours): half of the frames on brief events found in a thumbnail scan")
+    p.add_argument("--frames-per-slot", type=int, default=None, choices=[1, 2],
+                   help="override the model's distinct frames per temporal slot (1: a slot per frame)")
     p.add_argument("--per-cell", type=int, default=2, help="niah: videos per (frames, depth) cell")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")

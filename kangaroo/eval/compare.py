@@ -77,7 +77,7 @@ def compare_runs(a: str, b: str) -> dict:
 
 def format_compare(rep: dict) -> str:
     def label(path: str, st: dict) -> str:
-        keys = ("benchmark", "model", "frames", "sampler", "mc_scoring")
+        keys = ("benchmark", "model", "frames", "frames_per_slot", "sampler", "mc_scoring")
         return path + (" (" + ", ".join(f"{k} {st[k]}" for k in keys if k in st) + ")" if st else "")
 
     lines = [f"A: {label(rep['a'], rep['settings_a'])}", f"B: {label(rep['b'], rep['settings_b'])}"]

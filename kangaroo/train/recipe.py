@@ -74,6 +74,7 @@ class Recipe:
     log_every: int = 1
     tpe: str | None = None  # a fresh model's (init smol / 8b; None = sincos); on a loaded one, switches it
     time_labels: bool | None = None  # ours: write each slot's start time as text before it; None = keep the model's
+    frames_per_slot: int | None = None  # ours: 1 = every frame its own temporal slot (model config); None = keep
     objective: str = "lm"  # lm: next-token loss on answers | tags: vision pre-training on caption tags (tags.py)
     batch_size: int = 64  # images per step (objective tags)
     image_cache_mb: int = 4096  # objective tags: decoded images stay in memory up to this, else decoded per step
@@ -98,6 +99,8 @@ class Recipe:
             raise ValueError(f"objective must be 'lm' or 'tags', got {self.objective!r}")
         if self.tpe is not None and self.tpe not in ("sincos", "index", "learned", "none"):
             raise ValueError(f"tpe must be sincos, index, learned or none, got {self.tpe!r}")
+        if self.frames_per_slot is not None and self.frames_per_slot < 1:
+            raise ValueError("frames_per_slot must be >= 1")
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         for d in self.data:

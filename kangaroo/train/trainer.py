@@ -56,6 +56,9 @@ def build_model(recipe: Recipe, previous: str | None = None):
         base = SMOL_BASE if os.path.exists(os.path.join(resolve_model_path(init), META)) else None
     if recipe.time_labels is not None:  # a fresh or loaded model alike
         model.set_time_labels(tok if recipe.time_labels else None)
+    if recipe.frames_per_slot is not None:
+        model.config.frames_per_slot = recipe.frames_per_slot
+        model.config.validate_kangaroo()
     return model, tok, base
 
 
