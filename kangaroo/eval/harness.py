@@ -70,7 +70,8 @@ class EvalConfig:
 
     def settings(self, kc: KangarooChat, model_name: str) -> dict:
         return {"benchmark": self.benchmark, "model": model_name, "frames": self.frames, "sampler": self.sampler,
-                "frames_per_slot": kc.model.config.slot_frames, "image_size": kc.preprocess.size, "resize": kc.preprocess.mode,
+                "frames_per_slot": kc.model.config.slot_frames,
+                "image_size": kc.preprocess.size, "resize": kc.preprocess.mode,
                 "prompt_template": template_for(self.benchmark) if self.mc_scoring == "generate" else LIKELIHOOD_TEMPLATE,
                 "mc_scoring": self.mc_scoring,
                 "generation": {"greedy": True, "max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size},
