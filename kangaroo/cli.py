@@ -212,8 +212,7 @@ def cmd_eval(args) -> int:
 
     kc = KangarooChat.load(args.model, device=args.device)
     if args.frames_per_slot is not None:
-        kc.model.config.frames_per_slot = args.frames_per_slot
-        kc.model.config.validate_kangaroo()
+        kc.model.set_frames_per_slot(args.frames_per_slot)
     name = args.model.rstrip("/").split("/")[-1]
     if args.benchmark == "niah":
         from .eval.niah import needle_suite

@@ -94,6 +94,15 @@ class KangarooForConditionalGeneration(PreTrainedModel):
             ids.append(got[0])
         self.config.time_labels = ids
 
+    def set_frames_per_slot(self, n: int | None) -> None:
+        """Distinct frames per temporal slot (1: a slot per frame; None: the temporal kernel's)."""
+        old, self.config.frames_per_slot = self.config.frames_per_slot, n
+        try:
+            self.config.validate_kangaroo()
+        except ValueError:
+            self.config.frames_per_slot = old
+            raise
+
     # ---- weights -------------------------------------------------------------------------
     def _init_weights(self, module):
         if module is self.vision_tower:

@@ -127,12 +127,15 @@ class Recipe:
         import os
 
         base = os.path.dirname(os.path.abspath(path))
-        data = expand_data(d.get("data") or [])
-        for src in data:  # data paths are relative to the recipe file
-            if isinstance(src, dict) and "path" in src and not os.path.isabs(src["path"]):
-                src["path"] = os.path.join(base, src["path"])
-        if "data" in d:
-            d["data"] = data
+
+        def rel(p):  # data paths (and group folders) are relative to the recipe file
+            return os.path.join(base, p) if isinstance(p, str) and not os.path.isabs(p) else p
+
+        for src in d.get("data") or []:
+            if isinstance(src, dict) and "path" in src:
+                src["path"] = rel(src["path"])
+            if isinstance(src, dict) and isinstance(src.get("folders"), list):
+                src["folders"] = [rel(f) for f in src["folders"]]
         return cls.from_dict(d)
 
     def save(self, path: str) -> None:

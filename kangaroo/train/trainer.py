@@ -57,8 +57,7 @@ def build_model(recipe: Recipe, previous: str | None = None):
     if recipe.time_labels is not None:  # a fresh or loaded model alike
         model.set_time_labels(tok if recipe.time_labels else None)
     if recipe.frames_per_slot is not None:
-        model.config.frames_per_slot = recipe.frames_per_slot
-        model.config.validate_kangaroo()
+        model.set_frames_per_slot(recipe.frames_per_slot)
     return model, tok, base
 
 

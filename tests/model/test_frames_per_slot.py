@@ -33,3 +33,8 @@ def test_frames_per_slot_must_divide_the_kernel():
     for bad in (0, 3):
         with pytest.raises(ValueError, match="frames_per_slot"):
             tiny_config(frames_per_slot=bad)
+    m = KangarooForConditionalGeneration(tiny_config())
+    m.set_frames_per_slot(1)
+    with pytest.raises(ValueError, match="frames_per_slot"):
+        m.set_frames_per_slot(3)
+    assert m.config.slot_frames == 1  # a refused value leaves the model as it was
