@@ -95,7 +95,7 @@ def cmd_synth(args) -> int:
                        uneven=args.uneven)
     manifest = generate_dataset(args.out, args.num_videos, args.min_seconds, args.max_seconds, seed=args.seed,
                                 base=base, vary=not args.no_vary, progress=not args.quiet,
-                                images_per_video=args.images_per_video)
+                                images_per_video=args.images_per_video, needle_image_share=args.needle_images)
     _print_json(manifest)
     return 0
 
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="appearances of random length, so on-screen time does not give away the count")
     p.add_argument("--no-vary", action="store_true", help="same settings for every video but the duration")
     p.add_argument("--images-per-video", type=int, default=0, help="also write still frames as image-text pairs")
+    p.add_argument("--needle-images", type=float, default=0.0, metavar="SHARE",
+                   help="the fraction of those stills taken while the needle is on screen (default 0)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
 

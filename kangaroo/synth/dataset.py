@@ -51,9 +51,11 @@ def video_config(base: SynthConfig, rng: np.random.Generator, min_seconds: float
 
 def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float, max_seconds: float, seed: int = 0,
                      base: SynthConfig | None = None, vary: bool = True, progress: bool = True,
-                     images_per_video: int = 0) -> dict:
+                     images_per_video: int = 0, needle_image_share: float = 0.0) -> dict:
     if num_videos < 1:
         raise ValueError("num_videos must be >= 1")
+    if not 0.0 <= needle_image_share <= 1.0:
+        raise ValueError(f"needle_image_share must be in [0, 1], got {needle_image_share}")
     if not 0 < min_seconds <= max_seconds:
         raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
     out = os.fspath(out)
@@ -85,7 +87,7 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
             openqa.append(open_item)
         convs.append(_conversation(rel, items, vseed))
         mc_convs.append(mc_conversation(rel, items, vseed))
-        recs, mc = _images(tl, out, f"synth_{seed}_{i:05d}", images_per_video, vseed)
+        recs, mc = _images(tl, out, f"synth_{seed}_{i:05d}", images_per_video, vseed, needle_image_share)
         images.extend(recs)
         image_mc.extend(mc)
     bar.close()
@@ -103,6 +105,8 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
         "max_seconds": max_seconds,
         "base_config": base.to_dict(),
         "vary": vary,
+        "images_per_video": images_per_video,
+        "needle_image_share": needle_image_share,
         "counts": {"videos": len(timelines), "captions": len(captions), "mcqa": len(mcqa), "openqa": len(openqa),
                    "conversations": len(convs), "mc_conversations": len(mc_convs), "images": len(images),
                    "image_mcqa": len(image_mc)},
@@ -112,9 +116,13 @@ def generate_dataset(out: str | os.PathLike, num_videos: int, min_seconds: float
     return manifest
 
 
-def _images(tl, out: str, stem: str, n: int, seed: int) -> tuple[list[dict], list[dict]]:
+def _images(tl, out: str, stem: str, n: int, seed: int, needle_share: float = 0.0) -> tuple[list[dict], list[dict]]:
     """Single frames as image-text pairs (LLaVA format): what is in the picture (curriculum stage 1),
-    and the same pictures as multiple-choice questions (instruction tuning)."""
+    and the same pictures as multiple-choice questions (instruction tuning).
+
+    ``needle_share``: the fraction of the pictures (in expectation) taken while the video's needle
+    is on screen, for a tower that must learn the needle shapes, which are on screen for 1 s of a
+    video and so in few pictures otherwise. 0 leaves the pictures exactly as they were."""
     from PIL import Image
 
     from .qa import article
@@ -125,11 +133,15 @@ def _images(tl, out: str, stem: str, n: int, seed: int) -> tuple[list[dict], lis
         return [], []
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
     rng = np.random.default_rng(seed + 2)
+    needle = next((o for o in tl.objects if o.needle), None) if needle_share > 0 else None
+    nrng = np.random.default_rng(seed + 5)  # its own stream: share 0 draws exactly what it drew before
     recs, mc = [], []
     for k in range(n):
         # every other picture is taken while a chosen object (the brief needle included) is on
         # screen, so rare objects are seen as often as common ones
-        if k % 2 and tl.objects:
+        if needle is not None and nrng.random() < needle_share:
+            t = float(nrng.uniform(needle.t_in, max(needle.t_in, needle.t_out - 1e-3)))
+        elif k % 2 and tl.objects:
             o = tl.objects[int(rng.integers(len(tl.objects)))]
             t = float(rng.uniform(o.t_in, max(o.t_in, o.t_out - 1e-3)))
         else:

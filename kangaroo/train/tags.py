@@ -136,8 +136,13 @@ class TagTrainer:
         self.head = TagHead(self.model.config.vision.width, len(self.vocab))
         self.model.to(self.device)
         self.head.to(self.device)
-        self.params = [p for p in self.model.parameters() if p.requires_grad] + list(self.head.parameters())
-        self.opt = torch.optim.AdamW(self.params, lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.95))
+        tower = [p for p in self.model.parameters() if p.requires_grad]
+        self.params = tower + list(self.head.parameters())
+        # the new head at ``lr``; the tower at ``vision_lr`` when set (a tower that already sees, met by a
+        # head that starts from random, wants a smaller rate so the head's first steps do not undo it)
+        self.opt = torch.optim.AdamW([{"params": tower, "lr": recipe.vision_lr or recipe.lr},
+                                      {"params": list(self.head.parameters()), "lr": recipe.lr}],
+                                     weight_decay=recipe.weight_decay, betas=(0.9, 0.95))
         from .trainer import lr_lambda
 
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(recipe))

@@ -116,3 +116,23 @@ def test_bad_config():
         SynthConfig(width=31)
     with pytest.raises(ValueError):
         generate_dataset("/tmp/never", 0, 1, 2)
+
+
+def test_needle_images(tmp_path):
+    """--needle-images: that share of the stills shows the needle; share 0 leaves the stills as they were."""
+    from kangaroo.synth.timeline import NEEDLE_SHAPES
+
+    kw = dict(num_videos=2, min_seconds=4, max_seconds=5, seed=3, progress=False, images_per_video=6,
+              base=SynthConfig(needle=True, fps=4, width=96, height=72))
+    generate_dataset(tmp_path / "a", **kw)
+    generate_dataset(tmp_path / "b", needle_image_share=0.0, **kw)
+    generate_dataset(tmp_path / "c", needle_image_share=1.0, **kw)
+    read = lambda d: json.loads((tmp_path / d / "images.json").read_text())  # noqa: E731
+    assert read("a") == read("b")
+    assert (tmp_path / "a/images/synth_3_00000_0.png").read_bytes() == (tmp_path / "b/images/synth_3_00000_0.png").read_bytes()
+    captions = [r["conversations"][1]["value"] for r in read("c")]
+    assert len(captions) == 12 and all(any(s in c for s in NEEDLE_SHAPES) for c in captions)
+    assert sum(any(s in c for s in NEEDLE_SHAPES) for c in (r["conversations"][1]["value"] for r in read("a"))) < 12
+    assert json.loads((tmp_path / "c/manifest.json").read_text())["needle_image_share"] == 1.0
+    with pytest.raises(ValueError, match="needle_image_share"):
+        generate_dataset(tmp_path / "d", needle_image_share=1.5, **kw)

@@ -85,6 +85,18 @@ def test_tag_stage_trains_only_the_tower_and_resumes_exactly(tmp_path, tiny_dir,
     assert not any("tag_head" in k for k in m.state_dict())
 
 
+def test_vision_lr_sets_the_towers_rate_and_the_new_head_keeps_lr(tmp_path, tiny_dir, image_data):
+    """A tag stage on a tower that already sees (vision_lr) must not let the random head's first steps undo it."""
+    t = TagTrainer(tag_recipe(tiny_dir, image_data, vision_lr=1e-5), str(tmp_path / "a"), progress=False)
+    tower, head = t.opt.param_groups
+    assert tower["initial_lr"] == 1e-5 and head["initial_lr"] == 1e-3
+    assert {id(p) for p in head["params"]} == {id(p) for p in t.head.parameters()}
+    assert all(p.requires_grad for p in tower["params"]) and len(tower["params"]) == len(
+        [p for p in t.model.vision_tower.parameters()])
+    same = TagTrainer(tag_recipe(tiny_dir, image_data), str(tmp_path / "b"), progress=False)
+    assert [g["initial_lr"] for g in same.opt.param_groups] == [1e-3, 1e-3]
+
+
 def test_images_beyond_the_cache_are_decoded_per_step(tmp_path, tiny_dir, image_data):
     """With image_cache_mb=0 nothing is kept in memory; every batch (and so the losses) stays the same."""
     cached = TagTrainer(tag_recipe(tiny_dir, image_data), str(tmp_path / "a"), progress=False)
