@@ -226,7 +226,8 @@ def cmd_eval(args) -> int:
         rank, world = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
         cfg = shard_from_env(EvalConfig(args.benchmark, args.data, args.out, frames=args.frames, limit=args.limit,
                                         rank=rank, world=world, judge_url=args.judge_url, mc_scoring=args.mc_scoring,
-                                        sampler=args.sampler, tasks=args.tasks.split(",") if args.tasks else None))
+                                        sampler=args.sampler, tasks=args.tasks.split(",") if args.tasks else None,
+                                        window=args.window))
         summary = run_eval(kc, cfg, name, progress=not args.json)
     if args.json:
         _print_json(summary)
@@ -407,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="events (ours): half of the frames on brief events found in a thumbnail scan")
     p.add_argument("--frames-per-slot", type=int, default=None, choices=[1, 2],
                    help="override the model's distinct frames per temporal slot (1: a slot per frame)")
+    p.add_argument("--window", default="video", choices=["video", "evidence"],
+                   help="evidence (ours, a diagnostic): frames only from each question's ground-truth interval "
+                        "(synthetic set), which separates seeing from finding")
     p.add_argument("--per-cell", type=int, default=2, help="niah: videos per (frames, depth) cell")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")

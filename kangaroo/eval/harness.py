@@ -43,6 +43,7 @@ SUBS_TEMPLATE = "This video's subtitles are listed below:\n{subs}\n\n"
 OPEN_TEMPLATE = "{question}\nAnswer the question concisely."
 # mc_scoring=likelihood: the question alone; each option is scored as the reply
 LIKELIHOOD_TEMPLATE = "{subs}{question}"
+WINDOWS = ("video", "evidence")
 
 
 @dataclass
@@ -61,8 +62,13 @@ class EvalConfig:
     judge_model: str = "judge"
     mc_scoring: str = "generate"  # generate: the model names a letter | likelihood: the likeliest option text
     sampler: str = "uniform"  # uniform | events (ours: part of the frames on brief events), both `frames` frames
+    # video: frames from the whole video (or the benchmark's clip) | evidence (ours, a diagnostic): frames only
+    # from each question's ground-truth interval (synthetic set), so a wrong answer is one of perception, not search
+    window: str = "video"
 
     def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise ValueError(f"window must be one of {list(WINDOWS)}, got {self.window!r}")
         if self.mc_scoring not in ("generate", "likelihood"):
             raise ValueError(f"mc_scoring must be 'generate' or 'likelihood', got {self.mc_scoring!r}")
         if self.sampler not in COUNT_SAMPLERS:
@@ -70,6 +76,7 @@ class EvalConfig:
 
     def settings(self, kc: KangarooChat, model_name: str) -> dict:
         return {"benchmark": self.benchmark, "model": model_name, "frames": self.frames, "sampler": self.sampler,
+                "window": self.window,
                 "frames_per_slot": kc.model.config.slot_frames,
                 "image_size": kc.preprocess.size, "resize": kc.preprocess.mode,
                 "prompt_template": template_for(self.benchmark) if self.mc_scoring == "generate" else LIKELIHOOD_TEMPLATE,
@@ -131,6 +138,8 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
     if cfg.limit:
         items = items[: cfg.limit]
     items = items[cfg.rank :: cfg.world]
+    if cfg.window == "evidence":
+        items = [evidence_window(it) for it in items]
     os.makedirs(cfg.out, exist_ok=True)
     path = _pred_path(cfg, cfg.rank)
     done = _done(path)
@@ -173,6 +182,17 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
                 bar.update(len(chunk))
     bar.close()
     return len(todo)
+
+
+def evidence_window(it: Item) -> Item:
+    """The item with its clip narrowed to its ground-truth interval ``extra["evidence"] = [a, b]``
+    (seconds; the synthetic set's needle and appear_at questions have one)."""
+    ev = it.extra.get("evidence")
+    if not (isinstance(ev, (list, tuple)) and len(ev) == 2 and all(isinstance(x, (int, float)) for x in ev)
+            and ev[1] > ev[0]):
+        raise ValueError(f"window 'evidence' needs one ground-truth interval [start, end] per question; "
+                         f"{it.qid} ({it.task}) has {ev!r}: keep the tasks that have one (--tasks needle,appear_at)")
+    return dataclasses.replace(it, start=float(ev[0]), end=float(ev[1]))
 
 
 def _likeliest(kc: KangarooChat, rows, items: list[Item]) -> list[dict]:

@@ -2,6 +2,7 @@
 kangaroo synth), and the harness runs, resumes and reports on it."""
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -228,3 +229,29 @@ def test_synthetic_groups_break_down_when_and_count(tmp_path, synth_dir, tiny_ch
         rs = [r["correct"] for r in grouped if r["group"] == g]
         assert v["accuracy"] == round(sum(rs) / len(rs), 4)
     assert "| group | n | accuracy |" in (tmp_path / "results.md").read_text()
+
+
+def test_evidence_window_takes_frames_from_the_ground_truth_interval(tmp_path, synth_dir, tiny_chat_model,
+                                                                     smol_tokenizer):
+    """--window evidence: each question's frames come from its own interval, all of them inside it."""
+    seen = []
+
+    class Spy(KangarooChat):
+        def encode(self, video, sampling=None):
+            rows, info = super().encode(video, sampling)
+            seen.append((os.path.relpath(video, synth_dir), sampling.start, sampling.end, info["timestamps"]))
+            return rows, info
+
+    kc = Spy(tiny_chat_model, smol_tokenizer)
+    cfg = EvalConfig("synthetic", str(synth_dir), str(tmp_path / "o"), frames=2, tasks=["appear_at", "needle"],
+                     mc_scoring="likelihood", window="evidence")
+    res = run_eval(kc, cfg, "tiny", progress=False)
+    mc = [r for r in json.loads((synth_dir / "mcqa.json").read_text()) if r["family"] in ("appear_at", "needle")]
+    assert res["n"] == len(mc) > 0 and res["settings"]["window"] == "evidence"
+    assert sorted((v, a, b) for v, a, b, _ in seen) == sorted({(r["video"], *map(float, r["evidence"])) for r in mc})
+    for _, a, b, ts in seen:
+        assert len(ts) == 2 and all(a - 0.15 <= t <= b + 1e-6 for t in ts)  # a frame shown at t was decoded at or after t
+    with pytest.raises(ValueError, match="ground-truth interval"):
+        predict(kc, dataclasses.replace(cfg, tasks=["count"], out=str(tmp_path / "c")), progress=False)
+    with pytest.raises(ValueError, match="window must be one of"):
+        EvalConfig("synthetic", "d", "o", window="oracle")
