@@ -137,11 +137,11 @@ def _images(tl, out: str, stem: str, n: int, seed: int, needle_share: float = 0.
     nrng = np.random.default_rng(seed + 5)  # its own stream: share 0 draws exactly what it drew before
     recs, mc = [], []
     for k in range(n):
-        # every other picture is taken while a chosen object (the brief needle included) is on
-        # screen, so rare objects are seen as often as common ones
-        if needle is not None and nrng.random() < needle_share:
+        if needle is not None and nrng.random() < needle_share:  # a picture of the needle (needle_share)
             t = float(nrng.uniform(needle.t_in, max(needle.t_in, needle.t_out - 1e-3)))
         elif k % 2 and tl.objects:
+            # every other picture is taken while a chosen object (the brief needle included) is on
+            # screen, so rare objects are seen as often as common ones
             o = tl.objects[int(rng.integers(len(tl.objects)))]
             t = float(rng.uniform(o.t_in, max(o.t_in, o.t_out - 1e-3)))
         else:
