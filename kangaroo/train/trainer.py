@@ -304,6 +304,16 @@ def run_curriculum(recipes: list[Recipe], out: str, resume: bool = False, progre
     return results
 
 
+def end_distributed(ok: bool = True) -> None:
+    """Under ``torchrun``: wait for every rank (rank 0 exports alone while the others have
+    finished) and tear the process group down, so that no rank exits with the backend's
+    threads still running (gloo aborts the process then). A no-op in one process."""
+    if dist.is_available() and dist.is_initialized():
+        if ok:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def make_trainer(recipe: Recipe, out: str, previous: str | None = None, progress: bool = True):
     """The trainer for the recipe's objective: ``Trainer`` (lm) or ``TagTrainer`` (tags)."""
     if recipe.objective == "tags":
