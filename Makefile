@@ -38,7 +38,7 @@ clean:
 	rm -rf $(VENV) .bench demo_out
 
 # kangaroo-smol: generate its synthetic training data and run the curriculum (stage 0 tags + stages 1-4, 4b, 4c, 6, 6c, 6d,
-# 6f, 6g, 6h (tags again), 6i and 6j; recipes/smol/5_long.yaml and 6e_count_uneven.yaml, measured but not shipped, continue from 4c and 6d)
+# 6f, 6g, 6h (tags again), 6i and 6j; recipes/smol/5_long.yaml and 6e_count_uneven.yaml, measured but not shipped, continue from 4c and 6d; 6k, 6l, 6m, measured but not shipped, from 6j)
 # (CPU works, a GPU is used when present), then package the weights.
 smol-data: $(STAMP)
 	$(BIN)/kangaroo synth --out data/smol/short --num-videos 400 --min-seconds 8 --max-seconds 30 --seed 1 --images-per-video 8 --quiet > /dev/null
