@@ -166,31 +166,23 @@ def cmd_convert(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import Recipe, end_distributed, make_trainer
+    from .train import Recipe, distributed_session, make_trainer
 
     recipe = Recipe.load(args.recipe)
     out = args.out or os.path.join("runs", recipe.name)
-    ok = False
-    try:
+    with distributed_session():
         last = make_trainer(recipe, out, previous=args.init_from, progress=not args.quiet).train(resume=args.resume)
-        ok = True
-    finally:
-        end_distributed(ok)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_json({"out": out, **last})
     return 0
 
 
 def cmd_curriculum(args) -> int:
-    from .train import Recipe, end_distributed, run_curriculum
+    from .train import Recipe, distributed_session, run_curriculum
 
     recipes = [Recipe.load(p) for p in args.recipes]
-    ok = False
-    try:
+    with distributed_session():
         results = run_curriculum(recipes, args.out, resume=args.resume, progress=not args.quiet)
-        ok = True
-    finally:
-        end_distributed(ok)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_json(results)
     return 0

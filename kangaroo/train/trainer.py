@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -304,14 +305,21 @@ def run_curriculum(recipes: list[Recipe], out: str, resume: bool = False, progre
     return results
 
 
-def end_distributed(ok: bool = True) -> None:
-    """Under ``torchrun``: wait for every rank (rank 0 exports alone while the others have
-    finished) and tear the process group down, so that no rank exits with the backend's
-    threads still running (gloo aborts the process then). A no-op in one process."""
-    if dist.is_available() and dist.is_initialized():
-        if ok:
-            dist.barrier()
-        dist.destroy_process_group()
+@contextmanager
+def distributed_session():
+    """Wrap a training command. Under ``torchrun``, on the way out: wait for every rank (rank 0
+    exports alone while the others have finished; no wait after an error, which would hang the
+    others) and tear the process group down, so that no rank exits with the backend's threads
+    still running (gloo aborts the process then). Nothing to do in one process."""
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            if ok:
+                dist.barrier()
+            dist.destroy_process_group()
 
 
 def make_trainer(recipe: Recipe, out: str, previous: str | None = None, progress: bool = True):
