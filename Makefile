@@ -45,6 +45,7 @@ smol-data: $(STAMP)
 	$(BIN)/kangaroo synth --out data/smol/long --num-videos 60 --min-seconds 60 --max-seconds 180 --seed 2 --needle --quiet > /dev/null
 	for s in 11 12 13 14 15 16 17; do $(BIN)/kangaroo synth --out data/smol/mix/short$$s --num-videos 400 --min-seconds 8 --max-seconds 30 --seed $$s --quiet > /dev/null || exit 1; done
 	for s in 21 22 23 24 25 26 27; do $(BIN)/kangaroo synth --out data/smol/mix/long$$s --num-videos 60 --min-seconds 60 --max-seconds 180 --seed $$s --needle --quiet > /dev/null || exit 1; done
+	for s in 51 52 53 54 55 56 57 58; do $(BIN)/kangaroo synth --out data/smol/mix/long$$s --num-videos 60 --min-seconds 60 --max-seconds 180 --seed $$s --needle --quiet > /dev/null || exit 1; done
 	for s in 31 32 33 34; do $(BIN)/kangaroo synth --out data/smol/uneven/short$$s --num-videos 400 --min-seconds 8 --max-seconds 30 --seed $$s --uneven --quiet > /dev/null || exit 1; done
 	$(BIN)/kangaroo synth --out data/smol/needle/short41 --num-videos 400 --min-seconds 8 --max-seconds 30 --seed 41 --needle --images-per-video 8 --needle-images 0.5 --quiet > /dev/null
 	for s in 42 43; do $(BIN)/kangaroo synth --out data/smol/needle/short$$s --num-videos 400 --min-seconds 8 --max-seconds 30 --seed $$s --needle --images-per-video 24 --needle-images 0.5 --quiet > /dev/null || exit 1; done
