@@ -177,6 +177,13 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .train import export_checkpoint
+
+    _print_json(export_checkpoint(args.run, args.out, step=args.step, previous=args.init_from))
+    return 0
+
+
 def cmd_curriculum(args) -> int:
     from .train import Recipe, distributed_session, run_curriculum
 
@@ -358,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, help="model folder for a recipe whose init is 'previous'")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a training run's checkpoint as a model folder (evaluate a run mid-way)")
+    p.add_argument("run", help="a kangaroo train --out folder")
+    p.add_argument("--out", required=True, help="the model folder to write")
+    p.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the latest)")
+    p.add_argument("--init-from", default=None, help="what the run's --init-from was (recipes whose init is 'previous')")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("curriculum", help="run several stages in order, each from the previous stage's model")
     p.add_argument("recipes", nargs="+")

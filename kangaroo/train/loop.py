@@ -62,18 +62,35 @@ def write_checkpoint(out: str, step: int, state: dict, optim: dict, meta: dict) 
     return final
 
 
-def read_checkpoint(out: str) -> tuple[dict, dict, dict] | None:
-    """(trainable state, optimiser blob, state.json) of OUT's latest checkpoint, or None."""
+def checkpoint_dir(out: str, step: int | None = None) -> str | None:
+    """OUT's checkpoint folder at ``step`` (None: the latest), or None if there is none."""
+    ckdir = os.path.join(out, "checkpoints")
+    if step is None:
+        latest = os.path.join(ckdir, "latest")
+        return os.path.join(ckdir, open(latest).read().strip()) if os.path.exists(latest) else None
+    ck = os.path.join(ckdir, f"step_{step:07d}")
+    return ck if os.path.isdir(ck) else None
+
+
+def checkpoint_steps(out: str) -> list[int]:
+    """The steps OUT has whole checkpoints of, in order."""
+    ckdir = os.path.join(out, "checkpoints")
+    names = os.listdir(ckdir) if os.path.isdir(ckdir) else []
+    return sorted(int(n[5:]) for n in names if n.startswith("step_") and n[5:].isdigit())
+
+
+def read_checkpoint(out: str, step: int | None = None, optimizer: bool = True) -> tuple[dict, dict, dict] | None:
+    """(trainable state, optimiser blob or {}, state.json) of OUT's checkpoint at ``step``
+    (None: the latest), or None."""
     from safetensors.torch import load_file
 
-    latest = os.path.join(out, "checkpoints", "latest")
-    if not os.path.exists(latest):
+    ck = checkpoint_dir(out, step)
+    if ck is None:
         return None
-    ck = os.path.join(out, "checkpoints", open(latest).read().strip())
     with open(os.path.join(ck, "state.json")) as f:
         meta = json.load(f)
-    return (load_file(os.path.join(ck, "trainable.safetensors")),
-            torch.load(os.path.join(ck, "optim.pt"), weights_only=True), meta)
+    blob = torch.load(os.path.join(ck, "optim.pt"), weights_only=True) if optimizer else {}
+    return load_file(os.path.join(ck, "trainable.safetensors")), blob, meta
 
 
 def append_metrics(path: str, row: dict) -> None:

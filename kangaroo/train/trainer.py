@@ -24,7 +24,7 @@ from ..model.chat import PromptBuilder
 from ..model.modeling import KangarooForConditionalGeneration
 from .data import Encoded, Mixture
 from .loader import SampleLoader, auto_workers
-from .loop import read_checkpoint, run_steps, write_checkpoint
+from .loop import checkpoint_steps, read_checkpoint, run_steps, write_checkpoint
 from .packing import pack_row, to_device
 from .recipe import Recipe
 
@@ -283,6 +283,34 @@ def export_model(model, tok, recipe: Recipe, base_llm: str | None, path: str) ->
         lora = {"r": lc.r, "alpha": lc.lora_alpha, "dropout": lc.lora_dropout, "targets": sorted(lc.target_modules)}
     full_llm = "llm" in recipe.train
     return save_model(model, tok, path, base_llm=None if full_llm else base_llm, lora=None if full_llm else lora)
+
+
+def export_checkpoint(run: str, path: str, step: int | None = None, previous: str | None = None) -> dict:
+    """Export a run's checkpoint (the latest, or the one at ``step``) as a model folder, the way
+    the run exports its last step: to evaluate a run while it trains, or an earlier step of it.
+    The run's ``recipe.yaml`` rebuilds the model; ``previous`` is the model folder its ``init:
+    previous`` started from (``kangaroo train --init-from``)."""
+    recipe = Recipe.load(os.path.join(run, "recipe.yaml"))
+    if recipe.objective != "lm":
+        raise ValueError(f"{run}: only language-model stages export checkpoints (this one's objective is {recipe.objective!r})")
+    ck = read_checkpoint(run, step, optimizer=False)
+    if ck is None:
+        have = checkpoint_steps(run)
+        raise FileNotFoundError(f"{run}: no checkpoint at step {step}; it has steps {have}" if step is not None
+                                else f"{run}: no checkpoints")
+    state, _, meta = ck
+    model, tok, base = build_model(recipe, previous)
+    set_trainable(model, recipe)
+    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise ValueError(f"{run}: the checkpoint does not match the recipe's trainable parameters "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was --init-from the run's?")
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
+    export_model(model, tok, recipe, base, path)
+    return {"run": run, "step": meta["step"], "out": path}
 
 
 def run_curriculum(recipes: list[Recipe], out: str, resume: bool = False, progress: bool = True,

@@ -122,6 +122,34 @@ def test_train_and_resume_exactly(tmp_path, tiny_dir, synth_dir):
     assert os.path.exists(tmp_path / "full" / "model" / "config.json")
 
 
+def test_export_checkpoint_equals_the_runs_own_export(tmp_path, tiny_dir, synth_dir):
+    """A checkpoint exported by ``kangaroo export`` is the model the run itself exports at that
+    step; an earlier step is another model; a step with no checkpoint is refused with the list."""
+    from kangaroo.model.weights import load_model
+    from kangaroo.train import export_checkpoint
+
+    r = recipe(tiny_dir, synth_dir, name="e", init="previous", max_steps=2, save_every=1, train=["projector", "lora"],
+               lora={"r": 4, "alpha": 8})
+    run = tmp_path / "run"
+    Trainer(r, str(run), previous=tiny_dir, progress=False).train()
+    got = export_checkpoint(str(run), str(tmp_path / "last"), previous=tiny_dir)
+    assert got["step"] == 2
+    first = export_checkpoint(str(run), str(tmp_path / "first"), step=1, previous=tiny_dir)
+    assert first["step"] == 1
+    ref, mid, last = (load_model(str(p))[0].state_dict() for p in (run / "model", tmp_path / "first", tmp_path / "last"))
+    assert ref.keys() == last.keys() == mid.keys()
+    assert all(torch.equal(ref[k], last[k]) for k in ref)
+    assert not all(torch.equal(ref[k], mid[k]) for k in ref)
+    with pytest.raises(FileNotFoundError, match=r"steps \[1, 2\]"):
+        export_checkpoint(str(run), str(tmp_path / "x"), step=7, previous=tiny_dir)
+    with pytest.raises(ValueError, match="no previous stage"):
+        export_checkpoint(str(run), str(tmp_path / "x"))
+    out = subprocess.run([sys.executable, "-m", "kangaroo.cli", "export", str(run), "--out", str(tmp_path / "cli"),
+                          "--step", "1", "--init-from", tiny_dir], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["step"] == 1 and (tmp_path / "cli" / "config.json").exists()
+
+
 def test_lora_stage_exports_compact_and_continues(tmp_path, tiny_dir, synth_dir):
     from kangaroo.train import run_curriculum
 
