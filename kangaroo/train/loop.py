@@ -119,8 +119,16 @@ def plot_losses(metrics_path: str, png: str, title: str) -> None:
     rows = [json.loads(line) for line in open(metrics_path) if line.strip()]
     if not rows:
         return
+    steps, loss = [r["step"] for r in rows], [r["loss"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+    ax.plot(steps, loss, lw=0.8, alpha=0.45, label="step")
+    k = max(1, len(rows) // 20)  # a packed step's loss depends on which samples it drew: show the trend too
+    if k > 1:
+        import numpy as np
+
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, lw=1.8, label=f"mean of {k} steps")
+        ax.legend(loc="upper right", fontsize=8)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (answer tokens)")
     ax.set_title(title)
