@@ -81,6 +81,18 @@ def set_trainable(model, recipe: Recipe) -> None:
         model.gradient_checkpointing_enable()
 
 
+def load_trainable(model, state: dict) -> None:
+    """Copy a checkpoint's trainable parameters into ``model`` (set up by ``set_trainable``)."""
+    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    if missing or unexpected:
+        raise ValueError(f"the checkpoint does not match the recipe's trainable parameters (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}): another recipe, or another init model?")
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
+
+
 def lr_lambda(recipe: Recipe):
     def f(step: int) -> float:
         if step < recipe.warmup_steps:
@@ -247,10 +259,7 @@ class Trainer:
             set_model_state_dict(self.model, state, options=opts)
             set_optimizer_state_dict(self.model, self.opt, blob["optimizer"], options=opts)
         else:
-            params = dict(self.model.named_parameters())
-            with torch.no_grad():
-                for k, v in state.items():
-                    params[k].copy_(v)
+            load_trainable(self.model, state)
             self.opt.load_state_dict(blob["optimizer"])
         self.sched.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["torch_rng"])
@@ -301,14 +310,7 @@ def export_checkpoint(run: str, path: str, step: int | None = None, previous: st
     state, _, meta = ck
     model, tok, base = build_model(recipe, previous)
     set_trainable(model, recipe)
-    params = {k: p for k, p in model.named_parameters() if p.requires_grad}
-    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
-    if missing or unexpected:
-        raise ValueError(f"{run}: the checkpoint does not match the recipe's trainable parameters "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}); was --init-from the run's?")
-    with torch.no_grad():
-        for k, v in state.items():
-            params[k].copy_(v)
+    load_trainable(model, state)
     export_model(model, tok, recipe, base, path)
     return {"run": run, "step": meta["step"], "out": path}
 

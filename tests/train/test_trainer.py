@@ -144,6 +144,12 @@ def test_export_checkpoint_equals_the_runs_own_export(tmp_path, tiny_dir, synth_
         export_checkpoint(str(run), str(tmp_path / "x"), step=7, previous=tiny_dir)
     with pytest.raises(ValueError, match="no previous stage"):
         export_checkpoint(str(run), str(tmp_path / "x"))
+    other = tmp_path / "other"  # the same checkpoints under a recipe that trains other modules
+    os.makedirs(other)
+    os.symlink(run / "checkpoints", other / "checkpoints")
+    dataclasses.replace(r, train=["patchify", "lora"]).save(str(other / "recipe.yaml"))
+    with pytest.raises(ValueError, match="does not match the recipe's trainable parameters"):
+        export_checkpoint(str(other), str(tmp_path / "x"), previous=tiny_dir)
     out = subprocess.run([sys.executable, "-m", "kangaroo.cli", "export", str(run), "--out", str(tmp_path / "cli"),
                           "--step", "1", "--init-from", tiny_dir], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
