@@ -51,6 +51,7 @@ smol-data: $(STAMP)
 	for s in 42 43; do $(BIN)/kangaroo synth --out data/smol/needle/short$$s --num-videos 400 --min-seconds 8 --max-seconds 30 --seed $$s --needle --images-per-video 24 --needle-images 0.5 --quiet > /dev/null || exit 1; done
 	$(BIN)/kangaroo synth --out data/smol/heldout_short --num-videos 60 --min-seconds 8 --max-seconds 30 --seed 1001 --quiet > /dev/null
 	$(BIN)/kangaroo synth --out data/smol/heldout_long --num-videos 30 --min-seconds 60 --max-seconds 180 --seed 1002 --needle --quiet > /dev/null
+	$(BIN)/kangaroo synth --out data/smol/heldout_long2 --num-videos 60 --min-seconds 60 --max-seconds 180 --seed 1003 --needle --quiet > /dev/null
 
 smol: smol-data
 	$(BIN)/kangaroo curriculum recipes/smol/0_tags.yaml recipes/smol/1_image.yaml recipes/smol/2_video.yaml recipes/smol/3_refine.yaml recipes/smol/4_instruct.yaml recipes/smol/4b_instruct_more.yaml recipes/smol/4c_instruct_focus.yaml recipes/smol/6_mix.yaml recipes/smol/6c_short_focus.yaml recipes/smol/6d_needle_back.yaml recipes/smol/6f_frame_slots.yaml recipes/smol/6g_frame_slots_more.yaml recipes/smol/6h_needle_eyes.yaml recipes/smol/6i_needle_words.yaml recipes/smol/6j_needle_settle.yaml recipes/smol/6n_long_needles_mixed.yaml --out runs/smol --resume
