@@ -38,7 +38,7 @@ clean:
 	rm -rf $(VENV) .bench demo_out
 
 # kangaroo-smol: generate its synthetic training data and run the curriculum (stage 0 tags + stages 1-4, 4b, 4c, 6, 6c, 6d,
-# 6f, 6g, 6h (tags again), 6i, 6j and 6n; recipes/smol/5_long.yaml and 6e_count_uneven.yaml, measured but not shipped, continue from 4c and 6d; 6k, 6l, 6m, measured but not shipped, from 6j)
+# 6f, 6g, 6h (tags again), 6i, 6j, 6n and 6p; recipes/smol/5_long.yaml and 6e_count_uneven.yaml, measured but not shipped, continue from 4c and 6d; 6k, 6l, 6m, measured but not shipped, from 6j)
 # (CPU works, a GPU is used when present), then package the weights.
 smol-data: $(STAMP)
 	$(BIN)/kangaroo synth --out data/smol/short --num-videos 400 --min-seconds 8 --max-seconds 30 --seed 1 --images-per-video 8 --quiet > /dev/null
@@ -54,5 +54,5 @@ smol-data: $(STAMP)
 	$(BIN)/kangaroo synth --out data/smol/heldout_long2 --num-videos 60 --min-seconds 60 --max-seconds 180 --seed 1003 --needle --quiet > /dev/null
 
 smol: smol-data
-	$(BIN)/kangaroo curriculum recipes/smol/0_tags.yaml recipes/smol/1_image.yaml recipes/smol/2_video.yaml recipes/smol/3_refine.yaml recipes/smol/4_instruct.yaml recipes/smol/4b_instruct_more.yaml recipes/smol/4c_instruct_focus.yaml recipes/smol/6_mix.yaml recipes/smol/6c_short_focus.yaml recipes/smol/6d_needle_back.yaml recipes/smol/6f_frame_slots.yaml recipes/smol/6g_frame_slots_more.yaml recipes/smol/6h_needle_eyes.yaml recipes/smol/6i_needle_words.yaml recipes/smol/6j_needle_settle.yaml recipes/smol/6n_long_needles_mixed.yaml --out runs/smol --resume
-	rm -rf kangaroo/weights/kangaroo-smol && cp -r runs/smol/16_long_needles_mixed/model kangaroo/weights/kangaroo-smol
+	$(BIN)/kangaroo curriculum recipes/smol/0_tags.yaml recipes/smol/1_image.yaml recipes/smol/2_video.yaml recipes/smol/3_refine.yaml recipes/smol/4_instruct.yaml recipes/smol/4b_instruct_more.yaml recipes/smol/4c_instruct_focus.yaml recipes/smol/6_mix.yaml recipes/smol/6c_short_focus.yaml recipes/smol/6d_needle_back.yaml recipes/smol/6f_frame_slots.yaml recipes/smol/6g_frame_slots_more.yaml recipes/smol/6h_needle_eyes.yaml recipes/smol/6i_needle_words.yaml recipes/smol/6j_needle_settle.yaml recipes/smol/6n_long_needles_mixed.yaml recipes/smol/6p_long_needles_mixed_more.yaml --out runs/smol --resume
+	rm -rf kangaroo/weights/kangaroo-smol && cp -r runs/smol/17_long_needles_mixed_more/model kangaroo/weights/kangaroo-smol
