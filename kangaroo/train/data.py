@@ -4,6 +4,8 @@ Formats (``DataSource.format``):
     llava     [{"video"|"image": path, "conversations": [{"from": "human"|"gpt", "value": ...}]}]
               (JSON list or JSONL); "<video>"/"<image>" marks where the media goes
     mcqa      kangaroo synth / benchmark-style multiple choice -> one round, answer = the letter
+    mcqa_fact the same records as text only, the answer stated before the question ("Fact: ..."):
+              cheap practice at naming the letter of an option the model already knows
     openqa    {"video", "question", "answer"} -> one round
     captions  {"video", "caption"} -> "Describe the video." -> caption
     manifest  the curation manifest (JSONL): {"clip"|"video", "caption"} -> a caption sample
@@ -37,6 +39,22 @@ class Sample:
     is_image: bool
     messages: list[dict]  # [{"role", "content", "video"?}]
     span: tuple[float, float] | None = None  # a clip of the video: [start, end) seconds
+    mc: tuple[str, list[str], int] | None = None  # multiple choice: (question, candidates, answer index)
+
+
+def mc_messages(question: str, candidates: list[str], answer: int, video: bool) -> list[dict]:
+    """One multiple-choice round: the benchmark-style prompt, the answer's letter as the reply."""
+    return [{"role": "user", "content": mc_prompt(question, candidates), "video": video},
+            {"role": "assistant", "content": "ABCDEFGH"[answer]}]
+
+
+def shuffled(sample: Sample, rng) -> Sample:
+    """A multiple-choice sample with its options in a fresh order drawn from ``rng``."""
+    q, cands, ans = sample.mc
+    order = [int(i) for i in rng.permutation(len(cands))]
+    new = [cands[i] for i in order]
+    return Sample(sample.media, sample.is_image, mc_messages(q, new, order.index(ans), sample.media is not None),
+                  sample.span, (q, new, order.index(ans)))
 
 
 def read_records(path: str) -> list[dict]:
@@ -75,10 +93,11 @@ def to_samples(src: DataSource) -> list[Sample]:
                 next(m for m in msgs if m["role"] == "user")["video"] = True
             out.append(Sample(_abs(root, media), "image" in r and "video" not in r, msgs))
         elif src.format == "mcqa":
-            letter = "ABCDEFGH"[r["answer_index"]]
-            out.append(Sample(_abs(root, r["video"]), False, [
-                {"role": "user", "content": mc_prompt(r["question"], r["candidates"]), "video": True},
-                {"role": "assistant", "content": letter}]))
+            mc = (r["question"], list(r["candidates"]), int(r["answer_index"]))
+            out.append(Sample(_abs(root, r["video"]), False, mc_messages(*mc, video=True), mc=mc))
+        elif src.format == "mcqa_fact":  # text only: the answer is stated, the letter must be found
+            mc = (f"Fact: {r['answer']}.\n{r['question']}", list(r["candidates"]), int(r["answer_index"]))
+            out.append(Sample(None, False, mc_messages(*mc, video=False), mc=mc))
         elif src.format == "openqa":
             out.append(Sample(_abs(root, r["video"]), False, [
                 {"role": "user", "content": r["question"], "video": True},
@@ -164,6 +183,7 @@ class Mixture:
         w = np.array([s.weight if len(x) else 0.0 for s, x in zip(recipe.data, self.sources)], dtype=np.float64)
         self.p = w / w.sum()
         self.seed = recipe.seed
+        self.shuffle = [s.shuffle_options for s in recipe.data]
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
@@ -171,5 +191,6 @@ class Mixture:
     def draw(self, index: int) -> Sample:
         """The index-th sample of the stream (any index, in any order)."""
         rng = np.random.default_rng([self.seed, index])
-        src = self.sources[int(rng.choice(len(self.sources), p=self.p))]
-        return src[int(rng.integers(len(src)))]
+        k = int(rng.choice(len(self.sources), p=self.p))
+        sample = self.sources[k][int(rng.integers(len(self.sources[k])))]
+        return shuffled(sample, rng) if self.shuffle[k] and sample.mc is not None else sample

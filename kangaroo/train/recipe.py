@@ -27,16 +27,20 @@ import yaml
 
 from ..dataclass_io import strict_from_dict
 
+FORMATS = ("llava", "mcqa", "mcqa_fact", "openqa", "captions", "manifest")
 MODULES = ("vision", "temporal", "patchify", "projector", "markers", "llm", "lora")
 
 
 @dataclass
 class DataSource:
     path: str  # a JSON/JSONL file
-    format: str = "llava"  # llava | mcqa | openqa | captions | manifest
+    format: str = "llava"  # llava | mcqa | mcqa_fact | openqa | captions | manifest (train/data.py)
     weight: float = 1.0  # sampling weight in the mixture
     root: str | None = None  # media paths are relative to this (default: the file's folder)
     families: list[str] | None = None  # keep only records whose "family" is one of these (synth QA)
+    # mcqa / mcqa_fact: the options in a fresh order at every draw (the letter of the answer moves with
+    # it), so a model cannot learn a prior over letters, only which option the letter names
+    shuffle_options: bool = False
 
 
 @dataclass
@@ -104,7 +108,7 @@ class Recipe:
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         for d in self.data:
-            if d.format not in ("llava", "mcqa", "openqa", "captions", "manifest"):
+            if d.format not in FORMATS:
                 raise ValueError(f"unknown data format {d.format!r}")
             if d.weight <= 0:
                 raise ValueError("data weights must be > 0")

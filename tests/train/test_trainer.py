@@ -101,6 +101,29 @@ def test_data_source_keeps_only_named_families(synth_dir):
         to_samples(DataSource(path, "openqa", families=["juggling"]))
 
 
+def test_shuffled_options_move_the_letter_with_the_answer(synth_dir):
+    from kangaroo.train.data import Mixture
+    from kangaroo.train.recipe import DataSource, Recipe
+
+    path = str(synth_dir / "mcqa.json")
+    records = json.load(open(path))
+    r = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True), DataSource(path, "mcqa_fact", shuffle_options=True)])
+    m = Mixture(r)
+    letters, facts = set(), 0
+    for i in range(60):
+        s = m.draw(i)
+        q, cands, ans = s.mc
+        rec = next(x for x in records if q.endswith(x["question"]) and sorted(x["candidates"]) == sorted(cands))
+        assert cands[ans] == rec["answer"]  # the reply names the answer, wherever it moved
+        assert s.messages[-1]["content"] == "ABCDEFGH"[ans] and f"({'ABCDEFGH'[ans]}) {rec['answer']}" in s.messages[0]["content"]
+        letters.add(ans)
+        if s.media is None:
+            facts += 1
+            assert s.messages[0]["content"].startswith(f"Fact: {rec['answer']}.")
+    assert letters == {0, 1, 2, 3} and 0 < facts < 60
+    assert [m.draw(i).messages for i in (3, 9)] == [Mixture(r).draw(i).messages for i in (3, 9)]  # deterministic
+
+
 def _losses(out):
     return [json.loads(x)["loss"] for x in open(os.path.join(out, "metrics.jsonl"))]
 
