@@ -81,6 +81,10 @@ class KangarooConfig(PreTrainedConfig):
     # the trained convolution sees a still slot; twice the tokens, nothing averaged across frames.
     frames_per_slot: int | None = None
     tie_word_embeddings: bool = False
+    # The media placeholders (kangaroo/model/tokens.py): the processor expands each to a run of this
+    # id, one per embedding position of the medium, and the model writes the medium's block there.
+    video_token_id: int | None = None
+    image_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
         if self.text_config is None:
@@ -152,8 +156,9 @@ AutoConfig.register("kangaroo", KangarooConfig)
 
 
 def kangaroo_8b_config() -> KangarooConfig:
-    """The paper's model: EVA02-CLIP-L/14 at 448 px and Llama-3-8B-Instruct (~8.35B parameters)."""
-    return KangarooConfig()
+    """The paper's model: EVA02-CLIP-L/14 at 448 px and Llama-3-8B-Instruct (~8.35B parameters);
+    the placeholders are Llama-3's <|reserved_special_token_0|> / _1|> (kangaroo/model/tokens.py)."""
+    return KangarooConfig(video_token_id=128002, image_token_id=128003)
 
 
 def tiny_config(llm_hidden: int = 64, vocab: int = 256, image_size: int = 56, **kw) -> KangarooConfig:
