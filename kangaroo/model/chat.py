@@ -212,15 +212,17 @@ class KangarooChat:
             return self.model.tower_features(pixels)
         size = tuple(pixels.shape[2:])
         keys = [(ident, round(float(t), 4), size) for t in frames.timestamps]
-        have = [self.frame_cache.get(k) for k in keys]
-        todo = [i for i, h in enumerate(have) if h is None]
+        have = {k: self.frame_cache.get(k) for k in keys}
+        todo = [k for k, h in have.items() if h is None]  # each distinct frame once
         if todo:
-            new = self.model.tower_features(pixels[todo])
-            for i, f in zip(todo, new):
-                have[i] = f
-                self.frame_cache.put(keys[i], f)
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            new = self.model.tower_features(pixels[[first[k] for k in todo]])
+            for k, f in zip(todo, new):
+                have[k] = f
+                self.frame_cache.put(k, f)
         self.frame_cache.stats["encoded"] += len(todo)
         self.frame_cache.stats["reused"] += len(keys) - len(todo)
+        have = [have[k] for k in keys]
         return torch.stack(have)
 
     @torch.inference_mode()

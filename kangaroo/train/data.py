@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..prompts import IGNORE_INDEX as IGNORE
-from ..prompts import ChatRenderer, mc_prompt
+from ..prompts import LETTERS, ChatRenderer, mc_prompt
 from ..video import DecodeOptions, SamplingConfig, load_video
 from ..video.preprocess import PreprocessConfig, preprocess_frames
 from .recipe import DataSource, Recipe
@@ -44,7 +44,7 @@ class Sample:
 def mc_messages(question: str, candidates: list[str], answer: int, video: bool) -> list[dict]:
     """One multiple-choice round: the benchmark-style prompt, the answer's letter as the reply."""
     return [{"role": "user", "content": mc_prompt(question, candidates), "video": video},
-            {"role": "assistant", "content": "ABCDEFGH"[answer]}]
+            {"role": "assistant", "content": LETTERS[answer]}]
 
 
 def shuffled(sample: Sample, rng) -> Sample:
