@@ -55,7 +55,11 @@ def apply_lora(model: KangarooForConditionalGeneration, r: int, alpha: int, drop
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
-    model.language_model = get_peft_model(model.language_model, cfg)
+    import warnings
+
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        model.language_model = get_peft_model(model.language_model, cfg)
     return model
 
 

@@ -146,3 +146,13 @@ def test_video_identity_stable_while_growing_changes_when_replaced(tmp_path):
     os.replace(q, p)
     assert video_identity(p) != a  # replaced
     assert video_identity(tmp_path / "missing") is None
+
+
+def test_kangaroo_smol_asks_without_warnings(synth_video):
+    """The built-in model (compact folder, LoRA applied at load) on the CLI: no Future/Deprecation warnings."""
+    cli = subprocess.run([sys.executable, "-W", "default", "-m", "kangaroo.cli", "ask", synth_video, "What happens?",
+                          "--frames", "4", "--greedy", "--max-new-tokens", "4", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert "Warning" not in cli.stderr, cli.stderr
+    assert json.loads(cli.stdout)["frames"]["num_frames"] == 4
