@@ -229,6 +229,7 @@ class KangarooChat:
     def encode(self, video: str | Frames, sampling: SamplingConfig | None = None) -> tuple[torch.Tensor, dict]:
         """(visual rows [N, d] of the video's block, info): decoded, preprocessed and encoded once."""
         frames = self.processor.load_frames(video, "video", sampling or self.sampling)
+        self.processor.sync(self.model.config)  # the model's layout may have been switched (eval --frames-per-slot)
         pixels, ts, n = self.processor.features(frames)
         pixels, ts = pixels.to(self.device), ts.to(self.device)
         feats = self._features(frames, pixels)
