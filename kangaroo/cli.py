@@ -461,7 +461,36 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _stdout_closed() -> bool:
+    """True when nobody reads our stdout any more (the reader of a pipe went away)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. When stdout is closed early (``kangaroo probe X | head -1``) it stops
+    quietly with status 1, Python's recipe: stdout goes to /dev/null so that the interpreter's
+    final flush cannot fail again."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # fail here, where it is caught, not in the interpreter's shutdown
+        return code
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a pipe other than stdout broke: a real failure
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     from .video import VideoError
 
     args = build_parser().parse_args(argv)
