@@ -109,11 +109,22 @@ def _gen_from_args(args):
                             seed=args.seed)
 
 
+def frame_cap() -> int:
+    """The most frames one question may use: the server's cap (``ServeConfig.max_frames``), the one place it is set."""
+    from .serve.engine import ServeConfig
+
+    return ServeConfig.max_frames
+
+
 def _chat_sampling(args):
     from .video import SamplingConfig
 
+    cap = frame_cap()
+    for flag, value in (("--frames", args.frames), ("--max-frames", args.max_frames)):
+        if value is not None and not 1 <= value <= cap:
+            raise ValueError(f"{flag} must be between 1 and {cap} (the frame cap, as in kangaroo serve), got {value}")
     if args.fps is not None:
-        return SamplingConfig(sampler="fps", fps=args.fps, min_frames=2, max_frames=args.max_frames,
+        return SamplingConfig(sampler="fps", fps=args.fps, min_frames=2, max_frames=args.max_frames or cap,
                               start=args.start, end=args.end)
     return SamplingConfig(sampler=args.sampler, num_frames=args.frames, start=args.start, end=args.end)
 
@@ -213,7 +224,8 @@ def cmd_serve(args) -> int:
         print(f"warning: binding to {args.host} exposes the server beyond this machine", file=sys.stderr)
     serve(ServeConfig(model=args.model, host=args.host, port=args.port, store=args.store,
                       allowed_roots=[os.path.abspath(r) for r in args.allow_root], allow_remote=bool(args.allow_host),
-                      remote_hosts=args.allow_host, max_frames=args.max_frames, max_queue=args.max_queue))
+                      remote_hosts=args.allow_host, max_frames=args.max_frames or ServeConfig.max_frames,
+                      max_queue=args.max_queue))
     return 0
 
 
@@ -341,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sampler", default="uniform", choices=COUNT_SAMPLERS,
                        help="how --frames are placed (events, ours: half on brief events)")
         p.add_argument("--fps", type=float, default=None, help="sample at this rate instead of --frames")
-        p.add_argument("--max-frames", type=int, default=160)
+        p.add_argument("--max-frames", type=int, default=None, help="with --fps (default and limit: the frame cap, 160)")
         p.add_argument("--start", type=float, default=None)
         p.add_argument("--end", type=float, default=None)
         p.add_argument("--system", default=None, help="system prompt")
@@ -403,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=".kangaroo_serve", help="folder for uploaded videos")
     p.add_argument("--allow-root", action="append", default=[], help="allow file:// videos under this folder")
     p.add_argument("--allow-host", action="append", default=[], help="allow fetching https videos from this host")
-    p.add_argument("--max-frames", type=int, default=160)
+    p.add_argument("--max-frames", type=int, default=None, help="frames per request at most (default 160)")
     p.add_argument("--max-queue", type=int, default=64)
     p.set_defaults(func=cmd_serve)
 

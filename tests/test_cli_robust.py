@@ -57,3 +57,15 @@ def test_reader_that_closes_after_one_line(bikes):
     p.wait(timeout=120)
     assert first.startswith("path ") and bikes in first
     assert "Traceback" not in err and err == "" and p.returncode in (0, 1)
+
+
+def test_ask_frames_beyond_the_cap_is_a_clean_error(synth_video):
+    from kangaroo.serve.engine import ServeConfig
+
+    cap = ServeConfig.max_frames
+    for flags, word in ((["--frames", "100000"], "--frames"), (["--frames", "0"], "--frames"),
+                        (["--fps", "2", "--max-frames", str(cap + 1)], "--max-frames")):
+        r = subprocess.run([sys.executable, "-m", "kangaroo.cli", "ask", synth_video, "What happens?", *flags],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and r.stdout == "", r.stderr
+        assert r.stderr.startswith(f"error: {word} must be between 1 and {cap}") and r.stderr.count("\n") == 1
