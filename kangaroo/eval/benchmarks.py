@@ -3,7 +3,9 @@ folder (nothing is downloaded) and yields ``Item``s. Registered by name in ``BEN
 
 Layouts read (the released ones):
     mvbench         json/<task>.json: [{video, question, candidates, answer(text), start?, end?}],
-                    videos under video/<source dir>/ (MVBench's task -> folder table below)
+                    videos under video/<source dir>/ (MVBench's task -> folder table below);
+                    episodic_reasoning's "videos" are folders of JPEG frames (tvqa/frames_fps3_hq/<video>/
+                    00001.jpg ...), read as videos at the 3 fps the folder name states (video/frames.py)
     egoschema       questions.json [{q_uid, question, "option 0".."option 4"}] + subset_answers.json
                     {q_uid: index}; videos/<q_uid>.mp4 (only questions with an answer are scored)
     videomme        a parquet (or JSON/JSONL) of {video_id, videoID, duration, domain, sub_category,

@@ -122,7 +122,12 @@ def _seconds(value, time_base) -> float | None:
     return float(value * time_base)
 
 
-def probe(path: str | os.PathLike, limits: VideoLimits = VideoLimits()) -> VideoInfo:
+def probe(path: str | os.PathLike, limits: VideoLimits = VideoLimits(), frame_fps: float | None = None) -> VideoInfo:
+    """``path``: a video file, or a folder of image frames (``frames.py``; ``frame_fps`` overrides its stated rate)."""
+    if os.path.isdir(path):
+        from .frames import probe_frame_folder
+
+        return probe_frame_folder(os.fspath(path), limits, frame_fps)
     path = check_path(path)
     container = open_container(path)
     try:
