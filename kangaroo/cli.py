@@ -197,8 +197,10 @@ def cmd_export(args) -> int:
 
 def cmd_curriculum(args) -> int:
     from .train import Recipe, distributed_session, run_curriculum
+    from .train.recipe import check_curriculum
 
-    recipes = [Recipe.load(p) for p in args.recipes]
+    recipes = [Recipe.load(p) for p in args.recipes]  # every stage checked before the first trains
+    check_curriculum(recipes, args.recipes)
     with distributed_session():
         results = run_curriculum(recipes, args.out, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
