@@ -235,6 +235,14 @@ def cmd_eval(args) -> int:
     from .eval.harness import EvalConfig, run_eval, shard_from_env
     from .model.chat import KangarooChat
 
+    if args.benchmark != "niah":  # a malformed annotation file is refused before a model is loaded
+        from .eval.benchmarks import BENCHMARKS as EVAL_BENCHMARKS
+
+        if not args.data:
+            raise ValueError(f"--data is required for {args.benchmark}")
+        if not os.path.isdir(args.data):
+            raise FileNotFoundError(f"--data {args.data}: no such folder")
+        EVAL_BENCHMARKS.get(args.benchmark)(args.data)
     kc = KangarooChat.load(args.model, device=args.device)
     if args.frames_per_slot is not None:
         kc.model.set_frames_per_slot(args.frames_per_slot)
@@ -246,14 +254,16 @@ def cmd_eval(args) -> int:
                            sampler=args.sampler)
         summary = {k: v for k, v in res.items()}
     else:
-        if not args.data:
-            raise ValueError(f"--data is required for {args.benchmark}")
         rank, world = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
         cfg = shard_from_env(EvalConfig(args.benchmark, args.data, args.out, frames=args.frames, limit=args.limit,
                                         rank=rank, world=world, judge_url=args.judge_url, mc_scoring=args.mc_scoring,
                                         sampler=args.sampler, tasks=args.tasks.split(",") if args.tasks else None,
                                         window=args.window))
         summary = run_eval(kc, cfg, name, progress=not args.json)
+        if summary.get("unreadable"):
+            from .eval.harness import unreadable_line
+
+            print(f"warning: {unreadable_line(summary).replace('**', '')}", file=sys.stderr)
     if args.json:
         _print_json(summary)
     else:
