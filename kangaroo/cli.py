@@ -109,11 +109,22 @@ def _gen_from_args(args):
                             seed=args.seed)
 
 
+def frame_cap() -> int:
+    """The most frames one question may use: the server's cap (``ServeConfig.max_frames``), the one place it is set."""
+    from .serve.engine import ServeConfig
+
+    return ServeConfig.max_frames
+
+
 def _chat_sampling(args):
     from .video import SamplingConfig
 
+    cap = frame_cap()
+    for flag, value in (("--frames", args.frames), ("--max-frames", args.max_frames)):
+        if value is not None and not 1 <= value <= cap:
+            raise ValueError(f"{flag} must be between 1 and {cap} (the frame cap, as in kangaroo serve), got {value}")
     if args.fps is not None:
-        return SamplingConfig(sampler="fps", fps=args.fps, min_frames=2, max_frames=args.max_frames,
+        return SamplingConfig(sampler="fps", fps=args.fps, min_frames=2, max_frames=args.max_frames or cap,
                               start=args.start, end=args.end)
     return SamplingConfig(sampler=args.sampler, num_frames=args.frames, start=args.start, end=args.end)
 
@@ -187,8 +198,11 @@ def cmd_export(args) -> int:
 def cmd_curriculum(args) -> int:
     from .train import Recipe, distributed_session, run_curriculum
     from .train.curriculum import expand_stages
+    from .train.recipe import check_curriculum
 
-    recipes = [Recipe.load(p) for p in expand_stages(args.recipes)]  # a curriculum file lists its stages
+    paths = expand_stages(args.recipes)  # a curriculum file lists its stages
+    recipes = [Recipe.load(p) for p in paths]  # every stage checked before the first trains
+    check_curriculum(recipes, paths)
     with distributed_session():
         results = run_curriculum(recipes, args.out, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -214,7 +228,8 @@ def cmd_serve(args) -> int:
         print(f"warning: binding to {args.host} exposes the server beyond this machine", file=sys.stderr)
     serve(ServeConfig(model=args.model, host=args.host, port=args.port, store=args.store,
                       allowed_roots=[os.path.abspath(r) for r in args.allow_root], allow_remote=bool(args.allow_host),
-                      remote_hosts=args.allow_host, max_frames=args.max_frames, max_queue=args.max_queue))
+                      remote_hosts=args.allow_host, max_frames=args.max_frames or ServeConfig.max_frames,
+                      max_queue=args.max_queue))
     return 0
 
 
@@ -222,6 +237,14 @@ def cmd_eval(args) -> int:
     from .eval.harness import EvalConfig, run_eval, shard_from_env
     from .model.chat import KangarooChat
 
+    if args.benchmark != "niah":  # a malformed annotation file is refused before a model is loaded
+        from .eval.benchmarks import BENCHMARKS as EVAL_BENCHMARKS
+
+        if not args.data:
+            raise ValueError(f"--data is required for {args.benchmark}")
+        if not os.path.isdir(args.data):
+            raise FileNotFoundError(f"--data {args.data}: no such folder")
+        EVAL_BENCHMARKS.get(args.benchmark)(args.data)
     kc = KangarooChat.load(args.model, device=args.device)
     if args.frames_per_slot is not None:
         kc.model.set_frames_per_slot(args.frames_per_slot)
@@ -233,14 +256,16 @@ def cmd_eval(args) -> int:
                            sampler=args.sampler)
         summary = {k: v for k, v in res.items()}
     else:
-        if not args.data:
-            raise ValueError(f"--data is required for {args.benchmark}")
         rank, world = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
         cfg = shard_from_env(EvalConfig(args.benchmark, args.data, args.out, frames=args.frames, limit=args.limit,
                                         rank=rank, world=world, judge_url=args.judge_url, mc_scoring=args.mc_scoring,
                                         sampler=args.sampler, tasks=args.tasks.split(",") if args.tasks else None,
                                         window=args.window))
         summary = run_eval(kc, cfg, name, progress=not args.json)
+        if summary.get("unreadable"):
+            from .eval.harness import unreadable_line
+
+            print(f"warning: {unreadable_line(summary).replace('**', '')}", file=sys.stderr)
     if args.json:
         _print_json(summary)
     else:
@@ -342,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sampler", default="uniform", choices=COUNT_SAMPLERS,
                        help="how --frames are placed (events, ours: half on brief events)")
         p.add_argument("--fps", type=float, default=None, help="sample at this rate instead of --frames")
-        p.add_argument("--max-frames", type=int, default=160)
+        p.add_argument("--max-frames", type=int, default=None, help="with --fps (default and limit: the frame cap, 160)")
         p.add_argument("--start", type=float, default=None)
         p.add_argument("--end", type=float, default=None)
         p.add_argument("--system", default=None, help="system prompt")
@@ -405,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=".kangaroo_serve", help="folder for uploaded videos")
     p.add_argument("--allow-root", action="append", default=[], help="allow file:// videos under this folder")
     p.add_argument("--allow-host", action="append", default=[], help="allow fetching https videos from this host")
-    p.add_argument("--max-frames", type=int, default=160)
+    p.add_argument("--max-frames", type=int, default=None, help="frames per request at most (default 160)")
     p.add_argument("--max-queue", type=int, default=64)
     p.set_defaults(func=cmd_serve)
 
@@ -463,7 +488,36 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _stdout_closed() -> bool:
+    """True when nobody reads our stdout any more (the reader of a pipe went away)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. When stdout is closed early (``kangaroo probe X | head -1``) it stops
+    quietly with status 1, Python's recipe: stdout goes to /dev/null so that the interpreter's
+    final flush cannot fail again."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # fail here, where it is caught, not in the interpreter's shutdown
+        return code
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # a pipe other than stdout broke: a real failure
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     from .video import VideoError
 
     args = build_parser().parse_args(argv)

@@ -9,9 +9,20 @@ def test_bench_decode_quick_json(tmp_path):
                         "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    assert [c["frames"] for c in rep["cases"]] == [8, 16, 64, 160]
+    assert [(c["video"], c["frames"]) for c in rep["cases"]] == [(v, n) for v in ("60s", "bikes (real)")
+                                                                 for n in (8, 16, 64, 160)]
     assert all("ratio" in c and c["results"]["ours"]["peak_mb"] >= 0 for c in rep["cases"])
     assert "decode_all" in rep["methods"]
+    # every method is measured or says why not (decord, torchcodec: their import's own error)
+    from kangaroo.video.bench import METHODS
+
+    assert set(rep["methods"]) | set(rep["unavailable"]) == set(METHODS)
+    assert not set(rep["methods"]) & set(rep["unavailable"])
+    assert all(why for why in rep["unavailable"].values())
+    for c in rep["cases"]:  # the ratio is against the fastest of all the others measured
+        others = {m: v["median_s"] for m, v in c["results"].items() if m != "ours" and "median_s" in v}
+        assert c["best_other"] == min(others, key=others.get)
+        assert c["ratio"] == round(c["results"]["ours"]["median_s"] / others[c["best_other"]], 3)
 
 
 def test_bench_curate_quick_json(tmp_path):

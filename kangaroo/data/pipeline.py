@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 from ..video.decode import DecodeOptions, decode_frames
-from ..video.errors import EmptyVideoError, VideoError
+from ..video.errors import EmptyVideoError, NotAVideoError, VideoError
+from ..video.frames import FRAMES_CONTAINER
 from ..video.image import IMAGE_EXTENSIONS, is_image_file, load_image
 from ..video.probe import VideoLimits, probe
 from ..video.sampling import midpoints
@@ -107,6 +108,9 @@ class Pipeline:
     def _video(self, item: dict, res: dict, deadline: float) -> None:
         source = item["source"]
         info = self._timed(res, "probe", probe, source, VideoLimits(max_duration_s=self.cfg.max_duration_s))
+        if info.container == FRAMES_CONTAINER:
+            raise NotAVideoError(source, f"a folder of {info.num_frames} frames: curate reads video files "
+                                         "(encode the frames into one first)")
         meta = info.to_dict()
         res["info"] = {k: meta[k] for k in ("duration", "fps", "width", "height", "codec", "num_frames")}
         res["stage"] = "analyze"

@@ -22,10 +22,13 @@ import os
 from typing import Callable, Iterable, Iterator
 
 from ..registry import Registry
+from ..video.image import IMAGE_EXTENSIONS
 from .config import CurateConfig
 from .pipeline import Pipeline
 
 EXECUTORS: Registry[Callable] = Registry("executor")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp")
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
 JOURNAL = "journal.jsonl"
 
 
@@ -38,7 +41,10 @@ def list_inputs(spec: str) -> list[dict]:
     if os.path.isdir(spec):
         for root, dirs, files in os.walk(spec):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            items += [{"source": os.path.join(root, f)} for f in sorted(files)
+            # a directory named like a video or an image is an input too (rejected with its reason, as a list
+            # file's would be), never silently left out; its contents are still walked
+            names = sorted(files + [d for d in dirs if d.lower().endswith(MEDIA_EXTENSIONS)])
+            items += [{"source": os.path.join(root, f)} for f in names
                       if not f.startswith(".") and not f.endswith(".part")]
     elif any(c in spec for c in "*?["):
         items = [{"source": p} for p in sorted(glob.glob(spec, recursive=True)) if os.path.isfile(p)]

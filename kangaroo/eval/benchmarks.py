@@ -3,7 +3,9 @@ folder (nothing is downloaded) and yields ``Item``s. Registered by name in ``BEN
 
 Layouts read (the released ones):
     mvbench         json/<task>.json: [{video, question, candidates, answer(text), start?, end?}],
-                    videos under video/<source dir>/ (MVBench's task -> folder table below)
+                    videos under video/<source dir>/ (MVBench's task -> folder table below);
+                    episodic_reasoning's "videos" are folders of JPEG frames (tvqa/frames_fps3_hq/<video>/
+                    00001.jpg ...), read as videos at the 3 fps the folder name states (video/frames.py)
     egoschema       questions.json [{q_uid, question, "option 0".."option 4"}] + subset_answers.json
                     {q_uid: index}; videos/<q_uid>.mp4 (only questions with an answer are scored)
     videomme        a parquet (or JSON/JSONL) of {video_id, videoID, duration, domain, sub_category,
@@ -55,16 +57,85 @@ class Item:
         return not self.candidates
 
 
-def _load(path: str):
+def _load(path: str, kind: type | None = None):
+    """An annotation file's records; ``ValueError`` naming the file (and line) when it is malformed,
+    or when its top level is not a ``kind`` (list or dict)."""
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    with open(path, encoding="utf-8") as f:
-        text = f.read().strip()
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as e:  # noqa: BLE001 - pyarrow's errors have no common base worth naming
+            raise ValueError(f"{path}: not a readable parquet file ({e})") from None
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read().strip()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if path.endswith(".jsonl") or (text and text[0] != "[" and text[0] != "{"):
-        return [json.loads(x) for x in text.splitlines() if x.strip()]
-    return json.loads(text)
+        out = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {n}: not valid JSON ({e.msg}, column {e.colno})") from None
+        data = out
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    if kind is not None and not isinstance(data, kind):
+        want = "a list of records" if kind is list else "a mapping"
+        raise ValueError(f"{path}: expected {want} at the top level, got {type(data).__name__}")
+    return data
+
+
+class _Record:
+    """``with _Record(path, k):`` around reading one record: a missing key, a wrong type or an answer
+    that is not among the candidates becomes one ``ValueError`` naming the file, the record and the key."""
+
+    def __init__(self, path: str, where):
+        self.path, self.where = path, where
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, e, tb):
+        if et is None or issubclass(et, FileNotFoundError):
+            return False
+        if issubclass(et, KeyError):
+            msg = f"missing key {e.args[0]!r}" if e.args else "missing key"
+        elif issubclass(et, (TypeError, AttributeError, IndexError)):
+            msg = f"malformed record ({e})"
+        elif issubclass(et, ValueError):
+            msg = str(e)
+        else:
+            return False
+        raise ValueError(f"{self.path}: record {self.where}: {msg}") from None
+
+
+def _index_of(answer, cands: list) -> int:
+    if answer not in cands:
+        raise ValueError(f"answer {answer!r} is not one of the candidates {cands}")
+    return cands.index(answer)
+
+
+def _choice(value, n: int, key: str) -> int:
+    """An answer index: an integer (or its digits) in [0, n)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().lstrip("-").isdigit():
+        raise ValueError(f"{key}: expected an option index, got {value!r}")
+    k = int(value)
+    if not 0 <= k < n:
+        raise ValueError(f"{key}: {k} is not an option index (0..{n - 1})")
+    return k
+
+
+def _text_list(value, key: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{key}: expected a non-empty list of options, got {value!r}")
+    return list(value)
 
 
 def _need(path: str) -> str:
@@ -114,11 +185,12 @@ def mvbench(root: str) -> list[Item]:
     for path in sorted(glob.glob(os.path.join(root, "json", "*.json"))):
         task = os.path.splitext(os.path.basename(path))[0]
         folder, timed = MVBENCH_TASKS.get(task, ("", False))
-        for i, r in enumerate(_load(path)):
-            cands = list(r["candidates"])
-            items.append(Item(f"{task}/{i}", os.path.join(root, "video", folder, r["video"]), r["question"], cands,
-                              cands.index(r["answer"]), task, r.get("start") if timed else None,
-                              r.get("end") if timed else None))
+        for i, r in enumerate(_load(path, list)):
+            with _Record(path, i):
+                cands = _text_list(r["candidates"], "candidates")
+                items.append(Item(f"{task}/{i}", os.path.join(root, "video", folder, r["video"]), r["question"],
+                                  cands, _index_of(r["answer"], cands), task, r.get("start") if timed else None,
+                                  r.get("end") if timed else None))
     if not items:
         raise FileNotFoundError(f"no MVBench task files under {root}/json")
     return items
@@ -126,15 +198,21 @@ def mvbench(root: str) -> list[Item]:
 
 @BENCHMARKS.register("egoschema")
 def egoschema(root: str) -> list[Item]:
-    qs = _load(_need(os.path.join(root, "questions.json")))
-    answers = _load(_need(os.path.join(root, "subset_answers.json")))
+    qpath, apath = _need(os.path.join(root, "questions.json")), _need(os.path.join(root, "subset_answers.json"))
+    qs, answers = _load(qpath, list), _load(apath, dict)
     items = []
-    for r in qs:
-        if r["q_uid"] not in answers:
-            continue  # the full set's answers are hidden: only the subset is scored locally
-        cands = [r[f"option {k}"] for k in range(5)]
-        items.append(Item(r["q_uid"], os.path.join(root, "videos", r["q_uid"] + ".mp4"), r["question"], cands,
-                          int(answers[r["q_uid"]]), "egoschema"))
+    for i, r in enumerate(qs):
+        with _Record(qpath, i):
+            uid = r["q_uid"]
+            if not isinstance(uid, str):
+                raise ValueError(f"q_uid: expected a string, got {uid!r}")
+            if uid not in answers:
+                continue  # the full set's answers are hidden: only the subset is scored locally
+            cands = [r[f"option {k}"] for k in range(5)]
+            question = r["question"]
+        with _Record(apath, repr(uid)):
+            answer = _choice(answers[uid], 5, uid)
+        items.append(Item(uid, os.path.join(root, "videos", uid + ".mp4"), question, cands, answer, "egoschema"))
     return items
 
 
@@ -144,13 +222,14 @@ def _videomme(root: str, subs: bool) -> list[Item]:
     if not files:
         raise FileNotFoundError(f"no Video-MME annotation (parquet/json) under {root}")
     items = []
-    for r in _load(files[0]):
-        cands = [re.sub(r"^[A-H]\.\s*", "", o) for o in r["options"]]
-        srt = os.path.join(root, "subtitle", r["videoID"] + ".srt")
-        sub = srt_text(srt) if subs and os.path.exists(srt) else None
-        items.append(Item(r["question_id"], os.path.join(root, "videos", r["videoID"] + ".mp4"), r["question"], cands,
-                          _letter_index(r["answer"]), f"{r['duration']}/{r['task_type']}", subtitles=sub,
-                          extra={"duration": r["duration"], "domain": r.get("domain"), "group": r["duration"]}))
+    for i, r in enumerate(_load(files[0], list)):
+        with _Record(files[0], i):
+            cands = [re.sub(r"^[A-H]\.\s*", "", o) for o in _text_list(r["options"], "options")]
+            srt = os.path.join(root, "subtitle", r["videoID"] + ".srt")
+            sub = srt_text(srt) if subs and os.path.exists(srt) else None
+            items.append(Item(r["question_id"], os.path.join(root, "videos", r["videoID"] + ".mp4"), r["question"],
+                              cands, _letter_index(r["answer"]), f"{r['duration']}/{r['task_type']}", subtitles=sub,
+                              extra={"duration": r["duration"], "domain": r.get("domain"), "group": r["duration"]}))
     return items
 
 
@@ -181,10 +260,11 @@ def mlvu(root: str) -> list[Item]:
     items = []
     for path in sorted(glob.glob(os.path.join(root, "json", "*.json"))):
         stem = os.path.splitext(os.path.basename(path))[0]
-        for i, r in enumerate(_load(path)):
-            cands = list(r["candidates"])
-            items.append(Item(f"{stem}/{i}", os.path.join(root, "video", stem, r["video"]), r["question"], cands,
-                              cands.index(r["answer"]), r.get("question_type", stem)))
+        for i, r in enumerate(_load(path, list)):
+            with _Record(path, i):
+                cands = _text_list(r["candidates"], "candidates")
+                items.append(Item(f"{stem}/{i}", os.path.join(root, "video", stem, r["video"]), r["question"], cands,
+                                  _index_of(r["answer"], cands), r.get("question_type", stem)))
     if not items:
         raise FileNotFoundError(f"no MLVU task files under {root}/json")
     return items
@@ -193,36 +273,43 @@ def mlvu(root: str) -> list[Item]:
 @BENCHMARKS.register("longvideobench")
 def longvideobench(root: str) -> list[Item]:
     items = []
-    for r in _load(_need(os.path.join(root, "lvb_val.json"))):
-        items.append(Item(r["id"], os.path.join(root, "videos", r["video_path"]), r["question"], list(r["candidates"]),
-                          int(r["correct_choice"]), r.get("question_category", "all"),
-                          extra={"duration_group": r.get("duration_group"),
-                                 "group": f"duration {r['duration_group']}" if r.get("duration_group") else None}))
+    path = _need(os.path.join(root, "lvb_val.json"))
+    for i, r in enumerate(_load(path, list)):
+        with _Record(path, i):
+            cands = _text_list(r["candidates"], "candidates")
+            items.append(Item(r["id"], os.path.join(root, "videos", r["video_path"]), r["question"], cands,
+                              _choice(r["correct_choice"], len(cands), "correct_choice"),
+                              r.get("question_category", "all"),
+                              extra={"duration_group": r.get("duration_group"),
+                                     "group": f"duration {r['duration_group']}" if r.get("duration_group") else None}))
     return items
 
 
 @BENCHMARKS.register("tempcompass")
 def tempcompass(root: str) -> list[Item]:
-    data = _load(_need(os.path.join(root, "questions", "multi-choice.json")))
+    path = _need(os.path.join(root, "questions", "multi-choice.json"))
     items = []
-    for vid, dims in data.items():
-        for dim, qs in dims.items():
-            for i, q in enumerate(qs):
-                question, cands = _split_options(q["question"])
-                items.append(Item(f"{vid}/{dim}/{i}", os.path.join(root, "videos", vid + ".mp4"), question, cands,
-                                  _letter_index(q["answer"]), dim))
+    for vid, dims in _load(path, dict).items():
+        with _Record(path, repr(vid)):
+            for dim, qs in dims.items():
+                for i, q in enumerate(qs):
+                    question, cands = _split_options(q["question"])
+                    items.append(Item(f"{vid}/{dim}/{i}", os.path.join(root, "videos", vid + ".mp4"), question, cands,
+                                      _letter_index(q["answer"]), dim))
     return items
 
 
 @BENCHMARKS.register("lvbench")
 def lvbench(root: str) -> list[Item]:
     items = []
-    for v in _load(_need(os.path.join(root, "video_info.meta.jsonl"))):
-        for q in v["qa"]:
-            question, cands = _split_options(q["question"])
-            types = q.get("question_type") or ["all"]
-            items.append(Item(str(q["uid"]), os.path.join(root, "videos", v["key"] + ".mp4"), question, cands,
-                              _letter_index(q["answer"]), types[0], extra={"types": types}))
+    path = _need(os.path.join(root, "video_info.meta.jsonl"))
+    for i, v in enumerate(_load(path, list)):
+        with _Record(path, i):
+            for q in v["qa"]:
+                question, cands = _split_options(q["question"])
+                types = q.get("question_type") or ["all"]
+                items.append(Item(str(q["uid"]), os.path.join(root, "videos", v["key"] + ".mp4"), question, cands,
+                                  _letter_index(q["answer"]), types[0], extra={"types": types}))
     return items
 
 
@@ -231,21 +318,29 @@ def mmbench_video(root: str) -> list[Item]:
     path = _need(os.path.join(root, "MMBench-Video.tsv"))
     items = []
     with open(path, encoding="utf-8") as f:
-        for r in csv.DictReader(f, delimiter="\t"):
-            items.append(Item(str(r["index"]), os.path.join(root, "video", r["video"] + ".mp4"), r["question"], [],
-                              r["answer"], r.get("dimensions", "all")))
+        for i, r in enumerate(csv.DictReader(f, delimiter="\t")):
+            with _Record(path, i):
+                items.append(Item(str(r["index"]), os.path.join(root, "video", r["video"] + ".mp4"), r["question"],
+                                  [], r["answer"], r.get("dimensions", "all")))
     return items
 
 
 @BENCHMARKS.register("synthetic")
 def synthetic(root: str) -> list[Item]:
     tl_path = os.path.join(root, "timelines.json")
-    durations = {t["video"]: t["config"]["duration"] for t in _load(tl_path)} if os.path.exists(tl_path) else {}
+    durations = {}
+    for i, t in enumerate(_load(tl_path, list) if os.path.exists(tl_path) else []):
+        with _Record(tl_path, i):
+            durations[t["video"]] = t["config"]["duration"]
     items = []
-    for i, r in enumerate(_load(_need(os.path.join(root, "mcqa.json")))):
-        items.append(Item(f"{r['video']}/{i}", os.path.join(root, r["video"]), r["question"], list(r["candidates"]),
-                          int(r["answer_index"]), r["family"],
-                          extra={"evidence": r.get("evidence"), "group": synthetic_group(r, durations.get(r["video"]))}))
+    path = _need(os.path.join(root, "mcqa.json"))
+    for i, r in enumerate(_load(path, list)):
+        with _Record(path, i):
+            cands = _text_list(r["candidates"], "candidates")
+            items.append(Item(f"{r['video']}/{i}", os.path.join(root, r["video"]), r["question"], cands,
+                              _choice(r["answer_index"], len(cands), "answer_index"), r["family"],
+                              extra={"evidence": r.get("evidence"),
+                                     "group": synthetic_group(r, durations.get(r["video"]))}))
     return items
 
 

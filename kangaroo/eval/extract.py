@@ -1,6 +1,6 @@
 """Multiple-choice answer extraction that copes with what models really write.
 
-Handles "B", "(B)", "B)", "B.", "The answer is (B).", "Answer: B", "Option B", "选项B",
+Handles "B", "(B)", "B)", "B.", "The answer is (B).", "Answer: B", "Option B", "option d", "选项B",
 "答案：B", full-width letters and brackets, lower case, and answers that give only the
 option's text ("a dog", "The red circle"). Returns the option index or None; never
 mistakes the "T" of "The correct answer..." for an option letter.
@@ -15,6 +15,10 @@ from ..prompts import LETTERS as _LETTERS
 # An option letter standing on its own: not part of a word.
 _PATTERNS = [
     r"(?i:answer|option|choice|选项|答案)\s*(?i:is|是|为|:|：)?\s*[:：]?\s*[\(\[（【]?\s*([A-H])\s*[\)\]）】]?(?![A-Za-z])",
+    # a lower-case letter right after "option"/"choice" ("option d", "choice (b) is right")
+    r"(?i:option|choice|选项)\s*[:：]?\s*[\(\[（【]?\s*([a-h])(?![\w])",
+    # ... or after "answer/option is", but only as the whole rest ("the answer is d."), never "is a cat"
+    r"(?i:answer|option|choice)\s+(?i:is)\s*[:：]?\s*[\(\[（【]?\s*([a-h])\s*[\)\]）】]?\s*(?:$|[\.,;!])",
     r"^[\(\[（【]?\s*([A-H])\s*[\)\]）】\.:：,、]",  # "(B) ...", "B) ...", "B. ..." at the start
     r"^([A-H])$",  # just the letter
     r"[\(\[（【]\s*([A-Ha-h])\s*[\)\]）】]",  # "(B)" or "(b)" anywhere

@@ -6,6 +6,10 @@ prompt template, model and generation settings. Predictions are appended to
 interrupted run resumes where it stopped. Shards (``--shard i/n`` or torchrun's
 RANK/WORLD_SIZE) take every n-th item; the report merges whatever shards exist.
 Questions about the same video share one encoding and are decoded as one batch.
+
+An item whose video cannot be read (missing, corrupt) is recorded with its reason and
+counted apart as ``unreadable`` in results.json / results.md: ``accuracy`` is over all
+items (an unreadable one counts as wrong), ``accuracy_answered`` over the items read.
 """
 
 from __future__ import annotations
@@ -135,9 +139,10 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
             sampling = SamplingConfig(sampler=cfg.sampler, num_frames=cfg.frames, start=start, end=end)
             try:
                 rows, _ = kc.encode(video, sampling)
-                error = None
-            except Exception as e:  # a broken video is a wrong answer with a reason, not a crash
+                error = reason = None
+            except Exception as e:  # an unreadable video: counted apart (report), with its reason, not a crash
                 rows, error = None, f"{type(e).__name__}: {e}"
+                reason = getattr(e, "reason", type(e).__name__)  # VideoError's short code, e.g. not_found
             for b in range(0, len(its), cfg.batch_size):  # questions about one video, answered as a batch
                 chunk = its[b : b + cfg.batch_size]
                 outs = [None] * len(chunk) if error else core.answer(
@@ -148,7 +153,7 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
                     if it.extra.get("group"):
                         rec["group"] = it.extra["group"]
                     if error:
-                        rec.update(pred=None, correct=False, error=error)
+                        rec.update(pred=None, correct=False, error=error, unreadable=reason)
                     else:
                         rec.update(out)
                         if not it.open_ended:
@@ -223,6 +228,7 @@ def report(kc: KangarooChat, cfg: EvalConfig, model_name: str) -> dict:
         summary.update(accuracy=round(sum(r["correct"] for r in recs) / max(1, len(recs)), 4), per_task=per,
                        errors=sum(1 for r in recs if r.get("error")),
                        unparsed=sum(1 for r in recs if r.get("pred") is None and not r.get("error")))
+        summary.update(unreadable_summary(recs))
     with open(os.path.join(cfg.out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, ensure_ascii=False)
     with open(os.path.join(cfg.out, "results.md"), "w") as f:
@@ -243,7 +249,35 @@ def markdown(summary: dict) -> str:
     if summary.get("per_group"):
         rows += ["", "| group | n | accuracy |", "|---|---|---|"]
         rows += [f"| {g} | {v['n']} | {v['accuracy']} |" for g, v in summary["per_group"].items()]
+    if "unreadable" in summary:
+        rows += ["", unreadable_line(summary)]
     return head + "\n".join(rows) + "\n"
+
+
+def unreadable_summary(recs: list[dict]) -> dict:
+    """Items whose video could not be read, apart from wrong answers. ``accuracy`` stays over all
+    items (an unreadable one counts as wrong: the score a benchmark's leaderboard would give);
+    ``accuracy_answered`` is over the items the model saw."""
+    bad = [r for r in recs if r.get("error")]
+    answered = [r for r in recs if not r.get("error")]
+    reasons: dict[str, int] = defaultdict(int)
+    for r in bad:
+        reasons[r.get("unreadable") or r["error"].split(":")[0]] += 1
+    return {"unreadable": len(bad), "unreadable_reasons": dict(sorted(reasons.items())),
+            "unreadable_examples": [{"qid": r["qid"], "error": r["error"]} for r in bad[:5]],
+            "answered": len(answered),
+            "accuracy_answered": round(sum(r["correct"] for r in answered) / len(answered), 4) if answered else None}
+
+
+def unreadable_line(summary: dict) -> str:
+    n, bad = summary["n"], summary["unreadable"]
+    if not bad:
+        return f"unreadable: 0 (every one of the {n} items was read)"
+    why = ", ".join(f"{k} {v}" for k, v in summary["unreadable_reasons"].items())
+    first = summary["unreadable_examples"][0]
+    return (f"**unreadable: {bad}** of {n} items ({why}; e.g. {first['qid']}: {first['error']}). "
+            f"Accuracy over all {n} items (unreadable counted wrong): {summary['accuracy']}; "
+            f"over the {summary['answered']} answered: {summary['accuracy_answered']}")
 
 
 def plot_per_task(summary: dict, png: str) -> None:

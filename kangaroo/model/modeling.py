@@ -162,8 +162,11 @@ class KangarooForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
         self.vision_tower.gradient_checkpointing = True
         lm = self.language_model  # transformers renamed it activation checkpointing (the old name warns)
-        fn = getattr(lm, "activation_checkpointing_enable", None) or lm.gradient_checkpointing_enable
-        fn(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs or {"use_reentrant": False})
+        kw = gradient_checkpointing_kwargs or {"use_reentrant": False}
+        if hasattr(lm, "activation_checkpointing_enable"):
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
 
     def gradient_checkpointing_disable(self):
         self.vision_tower.gradient_checkpointing = False

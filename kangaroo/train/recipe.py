@@ -25,10 +25,68 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from ..dataclass_io import strict_from_dict
+from ..dataclass_io import check_range, check_types, strict_from_dict
 
 FORMATS = ("llava", "mcqa", "mcqa_fact", "openqa", "captions", "manifest")
 MODULES = ("vision", "temporal", "patchify", "projector", "markers", "llm", "lora")
+
+
+def _nested(cls, value, key: str):
+    """A nested config (a data source, the LoRA settings) from a mapping; errors name ``key``."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return strict_from_dict(cls, value, "keys")
+    except ValueError as e:
+        raise ValueError(f"{key}: {e}") from None
+
+
+def _names_the_file(load):
+    """Recipe.load's errors as one line that names the file: broken YAML (with its line and column)
+    and every invalid value (with its key)."""
+    import functools
+
+    @functools.wraps(load)
+    def wrapper(cls, path: str):
+        try:
+            return load(cls, path)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"{path}: not valid YAML ({getattr(e, 'problem', None) or e}{where})") from None
+        except (ValueError, TypeError) as e:  # TypeError: a value of the wrong shape met before the checks
+            msg = str(e) if isinstance(e, ValueError) else _shape_error(cls, path, e)
+            raise ValueError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from None
+
+    return wrapper
+
+
+def _shape_error(cls, path: str, e: TypeError) -> str:
+    """The checks' own message (naming the key) for a value that broke loading before they ran."""
+    try:
+        with open(path) as f:
+            cls.from_dict(yaml.safe_load(f))
+    except ValueError as checked:
+        return str(checked)
+    except Exception:  # noqa: BLE001 - any other failure: the original error says it
+        pass
+    return f"invalid recipe ({e})"
+
+
+def check_curriculum(recipes: list["Recipe"], files: list[str] | None = None) -> None:
+    """What would stop a curriculum part-way, checked before its first stage trains: every stage's
+    data files exist, and only a later stage starts from 'previous'."""
+    files = files or [r.name for r in recipes]
+    import os
+
+    for k, (r, f) in enumerate(zip(recipes, files)):
+        if k == 0 and r.init == "previous":
+            raise ValueError(f"{f}: init: the first stage cannot start from 'previous' (there is no stage before it)")
+        if r.objective == "lm" and not r.data:
+            raise ValueError(f"{f}: data: the stage has no data sources")
+        for i, d in enumerate(r.data):
+            if not os.path.isfile(d.path):
+                raise ValueError(f"{f}: data[{i}]: path: no such file {d.path}")
 
 
 @dataclass
@@ -42,6 +100,18 @@ class DataSource:
     # it), so a model cannot learn a prior over letters, only which option the letter names
     shuffle_options: bool = False
 
+    def __post_init__(self) -> None:
+        check_types(self)
+        if not self.path:
+            raise ValueError("path: must name a JSON/JSONL file, got an empty string")
+        if self.format not in FORMATS:
+            raise ValueError(f"format: unknown data format {self.format!r}; known: {', '.join(FORMATS)}")
+        check_range("weight", self.weight, 0, low_open=True)
+        if self.families is not None and not self.families:
+            raise ValueError("families: an empty list keeps no record (leave it out to keep them all)")
+        if self.shuffle_options and self.format not in ("mcqa", "mcqa_fact"):
+            raise ValueError(f"shuffle_options: only mcqa and mcqa_fact sources have options, not {self.format!r}")
+
 
 @dataclass
 class LoraConfig:
@@ -49,6 +119,14 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_range("r", self.r, 1)
+        check_range("alpha", self.alpha, 0, low_open=True)
+        check_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        if not self.targets:
+            raise ValueError("targets: LoRA needs at least one target module")
 
 
 @dataclass
@@ -85,33 +163,48 @@ class Recipe:
     data_workers: int | None = None  # processes encoding samples ahead; None = 0 on CPU, up to 4 per GPU
 
     def __post_init__(self) -> None:
-        self.data = [d if isinstance(d, DataSource) else DataSource(**d) for d in self.data]
+        # Every value is checked here, types first (a message names the key; Recipe.load adds the file).
+        check_types(self)
+        self.data = [_nested(DataSource, d, f"data[{i}]") for i, d in enumerate(self.data)]
         if isinstance(self.lora, dict):
-            self.lora = LoraConfig(**self.lora)
+            self.lora = _nested(LoraConfig, self.lora, "lora")
+        self._check_ranges()
         bad = set(self.train) - set(MODULES)
         if bad:
-            raise ValueError(f"unknown modules to train: {sorted(bad)}; known: {MODULES}")
+            raise ValueError(f"train: unknown modules to train: {sorted(bad)}; known: {MODULES}")
         if "lora" in self.train and "llm" in self.train:
             raise ValueError("train either 'llm' (full) or 'lora', not both")
         if "lora" in self.train and self.lora is None:
             self.lora = LoraConfig()
         if not 1 <= self.min_frames <= self.max_frames:
-            raise ValueError("need 1 <= min_frames <= max_frames")
-        if self.max_steps < 1 or self.rows_per_step < 1 or self.max_seq_len < 16:
-            raise ValueError("max_steps, rows_per_step >= 1 and max_seq_len >= 16")
+            raise ValueError(f"min_frames, max_frames: need 1 <= min_frames <= max_frames, got {self.min_frames}, "
+                             f"{self.max_frames}")
+        check_range("max_steps", self.max_steps, 1)
+        check_range("rows_per_step", self.rows_per_step, 1)
+        check_range("max_seq_len", self.max_seq_len, 16)
         if self.objective not in ("lm", "tags"):
-            raise ValueError(f"objective must be 'lm' or 'tags', got {self.objective!r}")
+            raise ValueError(f"objective: must be 'lm' or 'tags', got {self.objective!r}")
         if self.tpe is not None and self.tpe not in ("sincos", "index", "learned", "none"):
-            raise ValueError(f"tpe must be sincos, index, learned or none, got {self.tpe!r}")
-        if self.frames_per_slot is not None and self.frames_per_slot < 1:
-            raise ValueError("frames_per_slot must be >= 1")
-        if self.batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        for d in self.data:
-            if d.format not in FORMATS:
-                raise ValueError(f"unknown data format {d.format!r}")
-            if d.weight <= 0:
-                raise ValueError("data weights must be > 0")
+            raise ValueError(f"tpe: must be sincos, index, learned or none, got {self.tpe!r}")
+        check_range("frames_per_slot", self.frames_per_slot, 1)
+        check_range("batch_size", self.batch_size, 1)
+
+    def _check_ranges(self) -> None:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"name: must be a non-empty name without '/' (it names the run folder), got {self.name!r}")
+        if not self.init:
+            raise ValueError("init: must be smol, 8b, a model folder or previous, got an empty string")
+        if not self.train:
+            raise ValueError(f"train: at least one module to train; known: {MODULES}")
+        check_range("image_size", self.image_size, 14)  # at least one 14-pixel patch
+        check_range("seconds_per_frame", self.seconds_per_frame, 0, low_open=True)
+        for key in ("lr", "llm_lr", "vision_lr", "grad_clip"):
+            check_range(key, getattr(self, key), 0, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0)
+        for key in ("warmup_steps", "seed", "image_cache_mb", "data_workers"):
+            check_range(key, getattr(self, key), 0)
+        for key in ("save_every", "log_every"):
+            check_range(key, getattr(self, key), 1)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -123,6 +216,7 @@ class Recipe:
         return strict_from_dict(cls, d, "recipe keys")
 
     @classmethod
+    @_names_the_file
     def load(cls, path: str) -> "Recipe":
         with open(path) as f:
             d = yaml.safe_load(f) or {}

@@ -13,7 +13,8 @@ memory is bounded by the frames kept. A deadline is checked after every packet;
 for inputs that might hang inside native code.
 
 Backends register by name in ``BACKENDS``: ``pyav`` (default), ``opencv`` and
-``decord`` (each only when its package is installed).
+``decord`` (each only when its package is installed). A folder of image frames
+(``frames.py``) is read by its own decoder whatever the backend.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 
 from ..registry import Registry
 from .errors import UnsupportedCodecError, VideoDecodeError, VideoError, VideoTimeoutError
+from .frames import FRAMES_CONTAINER, decode_frame_folder
 from .probe import VideoInfo, VideoLimits, _ffmpeg_msg, check_path, open_container, probe, video_stream
 from .sampling import CONTENT_SAMPLERS, SamplingConfig, sample_timestamps
 
@@ -44,6 +46,7 @@ class DecodeOptions:
     mode: str = "auto"  # auto | seek | sequential
     threads: int = 0  # 0 = FFmpeg's choice
     limits: VideoLimits = field(default_factory=VideoLimits)
+    frame_fps: float | None = None  # a folder of frames: its rate, when its name does not state one (frames.py)
 
     def __post_init__(self) -> None:
         if self.mode not in ("auto", "seek", "sequential"):
@@ -297,10 +300,10 @@ def decode_frames(path: str | os.PathLike, times: Sequence[float], opts: DecodeO
                   info: VideoInfo | None = None) -> Frames:
     """Decode the frames on screen at ``times`` (seconds from the start of the video)."""
     opts = opts or DecodeOptions()
-    info = info or probe(path, opts.limits)
+    info = info or probe(path, opts.limits, opts.frame_fps)
     if not len(times):
         raise ValueError("no timestamps requested")
-    backend = BACKENDS.get(opts.backend)
+    backend = decode_frame_folder if info.container == FRAMES_CONTAINER else BACKENDS.get(opts.backend)
     t = time.perf_counter()
     try:
         frames, stamps, stats = backend(info, list(times), opts)
@@ -329,8 +332,8 @@ def load_video(path: str | os.PathLike, sampling: SamplingConfig | None = None,
                opts: DecodeOptions | None = None) -> Frames:
     """Probe, choose timestamps with ``sampling`` and decode them: the usual entry point."""
     opts = opts or DecodeOptions()
-    path = check_path(path)
-    info = probe(path, opts.limits)
+    path = os.fspath(path) if os.path.isdir(path) else check_path(path)  # a folder: of frames, or refused by probe
+    info = probe(path, opts.limits, opts.frame_fps)
     sampling = sampling or SamplingConfig()
     scan = _thumbnail_scan(path, info, opts, sampling.scan_size) if sampling.sampler in CONTENT_SAMPLERS else None
     times = sample_timestamps(sampling, info.duration, scan)
@@ -354,7 +357,7 @@ def decode_isolated(path: str | os.PathLike, sampling: SamplingConfig | None = N
     interrupted in-process, but a child process can always be killed.
     """
     opts = opts or DecodeOptions()
-    path = check_path(path)
+    path = os.fspath(path) if os.path.isdir(path) else check_path(path)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_isolated_worker, args=(child, path, sampling, dataclasses.replace(opts, timeout_s=None)))

@@ -9,6 +9,7 @@ a typed ``VideoError`` naming the file and the cause.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ class VideoInfo:
     fps: float  # average frame rate
     variable_fps: bool
     num_frames: int
-    num_frames_exact: bool  # False: estimated from duration * fps
+    num_frames_exact: bool  # True only when counted from a complete sample index; else estimated
     width: int  # after rotation metadata
     height: int
     rotation: int  # degrees counter-clockwise, as stored in the display matrix
@@ -65,12 +66,26 @@ class VideoInfo:
 def check_path(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise VideoNotFoundError(path, "no such file")
+        raise VideoNotFoundError(path, _missing_reason(path))
     if os.path.isdir(path):
         raise NotAVideoError(path, "is a directory, not a video file")
     if os.path.getsize(path) == 0:
         raise NotAVideoError(path, "file is empty (0 bytes)")
     return path
+
+
+def _missing_reason(path: str) -> str:
+    """Why ``os.path.exists`` said no: a symlink loop, a dangling symlink, or no such file."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink loop (too many levels of symbolic links)"
+        if e.errno == errno.EACCES:
+            return "permission denied (cannot look up the path)"
+    if os.path.islink(path):
+        return f"dangling symlink (its target {os.readlink(path)!r} does not exist)"
+    return "no such file"
 
 
 def open_container(path: str) -> av.container.InputContainer:
@@ -107,7 +122,12 @@ def _seconds(value, time_base) -> float | None:
     return float(value * time_base)
 
 
-def probe(path: str | os.PathLike, limits: VideoLimits = VideoLimits()) -> VideoInfo:
+def probe(path: str | os.PathLike, limits: VideoLimits = VideoLimits(), frame_fps: float | None = None) -> VideoInfo:
+    """``path``: a video file, or a folder of image frames (``frames.py``; ``frame_fps`` overrides its stated rate)."""
+    if os.path.isdir(path):
+        from .frames import probe_frame_folder
+
+        return probe_frame_folder(os.fspath(path), limits, frame_fps)
     path = check_path(path)
     container = open_container(path)
     try:
@@ -134,16 +154,22 @@ def _probe_open(path: str, container, limits: VideoLimits) -> VideoInfo:
     index = stream.index_entries
     keyframes = None
     variable = False
-    if index is not None and len(index) > 0:
+    n_frames, exact = 0, False
+    if index is not None and len(index) > 0 and _complete_index(path, index, duration, fps):
+        # A per-frame sample index (mp4/mov, avi) whose every sample lies inside the file.
         n_frames, exact = len(index), True
         keyframes = sum(1 for e in index if e.is_keyframe)
         stamps = sorted(e.timestamp for e in index)
         deltas = {b - a for a, b in zip(stamps, stamps[1:])}
         variable = len(deltas) > 1 and (max(deltas) - min(deltas)) > 0.1 * max(deltas)
+    elif duration > 0 and fps > 0:
+        # No trustworthy count (a keyframe-only or partial index as Matroska/WebM build while
+        # reading, a header count, a truncated file): estimate it and say so.
+        n_frames = int(round(duration * fps))
     elif stream.frames:
-        n_frames, exact = int(stream.frames), True
-    else:
-        n_frames, exact = int(round(duration * fps)), False
+        n_frames = int(stream.frames)  # the header's claim, unverified
+    elif index is not None and len(index) > 0:
+        n_frames = len(index)
     if not variable and stream.guessed_rate and stream.average_rate:
         variable = abs(float(stream.guessed_rate) - float(stream.average_rate)) > 0.01 * fps
     if duration <= 0 and n_frames > 0 and fps > 0:
@@ -176,6 +202,21 @@ def _probe_open(path: str, container, limits: VideoLimits) -> VideoInfo:
         start_time=start,
         keyframes=keyframes,
     )
+
+
+def _complete_index(path: str, index, duration: float, fps: float) -> bool:
+    """True when the index lists every frame of the stream: about duration * fps entries
+    (not just keyframes, not just the part demuxed so far) and none beyond the end of the
+    file (a truncated mp4 keeps its full sample table but not the samples)."""
+    n = len(index)
+    if duration > 0 and fps > 0 and n < 0.75 * duration * fps:
+        return False
+    size = os.path.getsize(path)
+    last = index[n - 1]
+    ends = [last.pos + last.size] if last.pos >= 0 else []
+    if ends and ends[0] <= size:  # samples are mostly in file order: check the rest only if the last fits
+        ends = [e.pos + e.size for e in index if e.pos >= 0]
+    return all(end <= size for end in ends)
 
 
 def _check_dims(path: str, width: int, height: int, limits: VideoLimits) -> None:

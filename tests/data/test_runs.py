@@ -176,3 +176,36 @@ def test_inputs_from_list_and_records(tmp_path):
     assert [i["source"] for i in list_inputs(str(tmp_path / "*.mp4"))] == [a]
     with pytest.raises(FileNotFoundError):
         list_inputs(str(tmp_path / "nothing*.mp4"))
+
+
+def test_folder_mode_accounts_for_directories_named_like_media(tmp_path, filter_config):
+    """A folder input: a directory named like a video (or an image) is a reject row with its reason,
+    as it is from a list file; ordinary subfolders are walked, not inputs."""
+    from PIL import Image
+
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    encode(d / "sub" / "good.mp4", n=30)
+    (d / "clip.mp4").mkdir()
+    (d / "still.JPG").mkdir()
+    frames = d / "episode_fps3.mkv"
+    frames.mkdir()
+    for k in range(3):
+        Image.new("RGB", (64, 48), (k * 60, 0, 0)).save(frames / f"{k + 1:05d}.jpg")
+    items = {os.path.relpath(it["source"], d) for it in list_inputs(str(d))}
+    assert items == {"clip.mp4", "still.JPG", "episode_fps3.mkv", os.path.join("episode_fps3.mkv", "00001.jpg"),
+                     os.path.join("episode_fps3.mkv", "00002.jpg"), os.path.join("episode_fps3.mkv", "00003.jpg"),
+                     os.path.join("sub", "good.mp4")}
+    report = curate(str(d), str(tmp_path / "out"), filter_config, workers=0, progress=False)
+    rejects = {os.path.relpath(r["source"], d): r for r in read_jsonl(tmp_path / "out" / "rejects.jsonl")
+               if r["level"] == "input"}
+    for name in ("clip.mp4", "still.JPG"):
+        assert rejects[name]["reason"] == "not_a_video" and "is a directory" in rejects[name]["detail"]
+    assert rejects["episode_fps3.mkv"]["reason"] == "not_a_video"
+    assert "folder of 3 frames" in rejects["episode_fps3.mkv"]["detail"]
+    listed = tmp_path / "list.txt"
+    listed.write_text("in/clip.mp4\n")
+    from_list = curate(str(listed), str(tmp_path / "out_list"), filter_config, workers=0, progress=False)
+    (row,) = read_jsonl(tmp_path / "out_list" / "rejects.jsonl")
+    assert (row["reason"], row["detail"]) == (rejects["clip.mp4"]["reason"], rejects["clip.mp4"]["detail"])
+    assert report["inputs"] == len(items) and from_list["inputs"] == 1

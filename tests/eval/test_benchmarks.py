@@ -255,3 +255,30 @@ def test_evidence_window_takes_frames_from_the_ground_truth_interval(tmp_path, s
         predict(kc, dataclasses.replace(cfg, tasks=["count"], out=str(tmp_path / "c")), progress=False)
     with pytest.raises(ValueError, match="window must be one of"):
         EvalConfig("synthetic", "d", "o", window="oracle")
+
+
+def test_mvbench_frame_folder_task(tmp_path, synth_video, tiny_chat_model, smol_tokenizer):
+    """episodic_reasoning ships each video as a folder of JPEG frames at 3 fps (tvqa/frames_fps3_hq)."""
+    from tests.video.test_frames import write_frames
+
+    r = tmp_path / "mv"
+    wj(f"{r}/json/episodic_reasoning.json", [{"video": "castle_s07e04_seg02_clip_14", "question": "Why?",
+                                              "candidates": ["a", "b", "c"], "answer": "b", "start": 2.0, "end": 6.0}])
+    write_frames(synth_video, r / "video" / "tvqa" / "frames_fps3_hq" / "castle_s07e04_seg02_clip_14", seconds=8.0)
+    (it,) = BENCHMARKS.get("mvbench")(str(r))
+    assert os.path.isdir(it.video) and (it.start, it.end, it.answer) == (2.0, 6.0, 1)
+    seen = []
+
+    class Spy(KangarooChat):
+        def encode(self, video, sampling=None):
+            rows, info = super().encode(video, sampling)
+            seen.append(info["timestamps"])
+            return rows, info
+
+    res = run_eval(Spy(tiny_chat_model, smol_tokenizer), EvalConfig("mvbench", str(r), str(tmp_path / "o"), frames=4),
+                   "tiny", progress=False)
+    (rec,) = [json.loads(x) for x in (tmp_path / "o" / "predictions.rank0.jsonl").read_text().splitlines()]
+    assert "error" not in rec and res["n"] == 1
+    (ts,) = seen
+    assert len(ts) == 4 and all(2.0 - 1 / 3 <= t < 6.0 for t in ts)
+    assert all(abs(t * 3 - round(t * 3)) < 1e-3 for t in ts)  # the frames' own times at 3 fps

@@ -11,6 +11,9 @@ CASES = [
     ("（B）", 1), ("Ｂ", 1), ("b", 1), ("(b)", 1), ("a cat", 1), ("It is a cat.", 1), ("The Red Circle!", 2),
     ("The correct answer is", None), ("There is nothing certain", 3), ("", None), ("I don't know", None),
     ("Based on the video, the answer is A) a dog", 0), ("E", None), ("The answer is a dog", 0),
+    ("option d", 3), ("Option d.", 3), ("I choose option (c)", 2), ("option a is correct", 0), ("choice b", 1),
+    ("the best option is c", 2), ("The answer is d.", 3), ("The best option is a cat.", 1), ("The answer is a cat", 1),
+    ("option e", None), ("The options are unclear", None), ("optional: nothing", 3), ("选项c", 2),
 ]
 
 

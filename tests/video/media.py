@@ -78,3 +78,23 @@ def bad_inputs(d):
         _audio(out, out.add_stream("aac", rate=16000))
     cases["absurd_dimensions"] = encode(os.path.join(d, "sliver.mp4"), n=3, w=1280, h=32, noise=False)
     return cases
+
+
+def remux(src, dst, fmt, options=None):
+    """Copy the video stream of ``src`` into another container without re-encoding."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format=fmt, options=options or {}) as out:
+        s = inp.streams.video[0]
+        o = out.add_stream_from_template(s)
+        for p in inp.demux(s):
+            if p.dts is None:  # the demuxer's final flush packet
+                continue
+            p.stream = o
+            out.mux(p)
+    return str(dst)
+
+
+def cut(src, dst, fraction=0.5):
+    """The first ``fraction`` of a file's bytes: a download or copy that stopped early."""
+    data = open(str(src), "rb").read()
+    open(str(dst), "wb").write(data[: int(len(data) * fraction)])
+    return str(dst)

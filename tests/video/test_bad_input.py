@@ -93,3 +93,23 @@ def test_isolated_decode_matches_and_times_out(bikes):
 def test_isolated_decode_reraises_typed_error(cases):
     with pytest.raises(NotAVideoError):
         decode_isolated(cases["random_bytes"], opts=DecodeOptions(timeout_s=60))
+
+
+def test_symlink_loop_and_dangling_link_are_named(tmp_path):
+    import os
+
+    loop_a, loop_b = str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")
+    os.symlink(loop_b, loop_a)
+    os.symlink(loop_a, loop_b)
+    dangling = str(tmp_path / "gone.mp4")
+    os.symlink(str(tmp_path / "never_written.mp4"), dangling)
+    for path, words in ((loop_a, "symlink loop"), (dangling, "dangling symlink")):
+        for call in (probe, load_video):
+            with pytest.raises(VideoNotFoundError) as info:
+                call(path)
+            assert path in str(info.value) and words in str(info.value) and "no such file" not in str(info.value)
+        r = subprocess.run([sys.executable, "-m", "kangaroo.cli", "probe", path], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and r.stderr == f"error: {path}: " + (
+            "symlink loop (too many levels of symbolic links)\n" if words == "symlink loop"
+            else f"dangling symlink (its target {str(tmp_path / 'never_written.mp4')!r} does not exist)\n")

@@ -39,3 +39,43 @@ def test_variable_frame_rate_detected(tmp_path):
         for p in s.encode():
             out.mux(p)
     assert probe(path).variable_fps
+
+
+def test_truncated_files_do_not_claim_an_exact_count(bikes, tmp_path):
+    """Half of a real video: the frame count is an estimate from duration * fps, said to be one,
+    while far more frames than one decode from what is left."""
+    from kangaroo.video import SamplingConfig, load_video
+
+    from .media import cut, remux
+
+    mkv = remux(bikes, tmp_path / "bikes.mkv", "matroska")
+    half_mkv = cut(mkv, tmp_path / "half.mkv")
+    info = probe(half_mkv)
+    assert not info.num_frames_exact and info.num_frames == round(info.duration * info.fps) == 250
+    assert info.keyframes is None  # a partial index says nothing about the whole stream
+    got = load_video(half_mkv, SamplingConfig(sampler="fps", fps=25.0, end=4.5, max_frames=1000))
+    assert len(got) >= 100 and len(set(got.timestamps.round(3))) >= 100
+
+    # A whole Matroska file: its cues list keyframes only, so the count is still an estimate.
+    assert not probe(mkv).num_frames_exact and probe(mkv).num_frames == 250
+
+    # A faststart mp4 keeps its full sample table when cut, but the samples are gone.
+    mp4 = remux(bikes, tmp_path / "fast.mp4", "mp4", {"movflags": "+faststart"})
+    whole, half = probe(mp4), probe(cut(mp4, tmp_path / "half.mp4"))
+    assert whole.num_frames_exact and whole.num_frames == 250 and whole.keyframes == 6
+    assert not half.num_frames_exact and half.num_frames == 250
+
+
+def test_cli_probe_truncated(bikes, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from .media import cut, remux
+
+    half = cut(remux(bikes, tmp_path / "b.mkv", "matroska"), tmp_path / "half.mkv")
+    r = subprocess.run([sys.executable, "-m", "kangaroo.cli", "probe", half, "--json"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["num_frames_exact"] is False and info["num_frames"] == 250
