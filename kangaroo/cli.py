@@ -165,6 +165,17 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_assemble(args) -> int:
+    from .model.assemble import assemble
+
+    rep = assemble(args.vision, args.llm, args.out, image_size=args.image_size, dtype=args.dtype, heads=args.heads,
+                   seed=args.seed, max_shard_size=args.max_shard_size)
+    _print_json({"out": os.path.abspath(args.out), "dtype": rep["dtype"], "image_size": rep["image_size"],
+                 "vision_layout": rep["vision"]["layout"], "vision_ignored": len(rep["vision"]["ignored"]),
+                 "llm_tensors": rep["llm"]["tensors"], "media_tokens": rep["media_tokens"], "files": rep["files"]})
+    return 0
+
+
 def cmd_train(args) -> int:
     from .train import Recipe, distributed_session, make_trainer
 
@@ -358,6 +369,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("assemble", help="build a Kangaroo model folder from an EVA02 vision checkpoint + an HF Llama")
+    p.add_argument("--vision", required=True, help="EVA-CLIP .pt, open_clip or timm EVA02 checkpoint (.pt/.bin/.safetensors)")
+    p.add_argument("--llm", required=True, help="an HF Llama folder (sharded or not), with tokenizer + chat template")
+    p.add_argument("--out", required=True, help="the model folder to write (must not exist)")
+    p.add_argument("--image-size", type=int, default=448, help="pos_embed resized to this (default 448)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="auto: the LLM folder's own dtype (LLM tensors bit for bit)")
+    p.add_argument("--heads", type=int, default=None, help="vision heads (default width / 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the new parts' init")
+    p.add_argument("--max-shard-size", default="5GB")
+    p.set_defaults(func=cmd_assemble)
+
     p = sub.add_parser("train", help="train one curriculum stage from a YAML recipe (torchrun for several GPUs)")
     p.add_argument("--recipe", required=True)
     p.add_argument("--out", default=None, help="run folder (default runs/NAME)")
@@ -470,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     except VideoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2
