@@ -158,9 +158,12 @@ def cmd_chat(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .model.weights import convert_official
+    import torch
 
-    report = convert_official(args.official, args.out)
+    from .model.convert import convert_official
+
+    report = convert_official(args.official, args.out, dtype=getattr(torch, args.dtype), key_map=args.map,
+                              allow_partial=args.allow_partial, max_shard_size=args.max_shard_size)
     _print_json({k: (v if not isinstance(v, list) else {"count": len(v), "keys": v}) for k, v in report.items()})
     return 0
 
@@ -367,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert the official Kangaroo release to our layout")
     p.add_argument("--official", required=True, help="folder with config.json and pytorch_model.bin")
     p.add_argument("--out", required=True)
+    p.add_argument("--map", default=None, metavar="FILE", help="JSON {official_key: our_key} for names no rule knows")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="convert even if a part would stay at fresh init (the folder's report marks it untrained)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--max-shard-size", default="5GB")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("assemble", help="build a Kangaroo model folder from an EVA02 vision checkpoint + an HF Llama")

@@ -69,14 +69,10 @@ def llm_files(llm: str) -> list[str]:
 
 
 def read_shard(path: str) -> dict[str, torch.Tensor]:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    """One weight file, memory-mapped (``tensorfile.py``): kept-dtype tensors cost no anonymous memory."""
+    from .tensorfile import read_tensors
 
-        return load_file(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: cannot be loaded safely with weights_only=True ({e})") from None
+    return read_tensors(path)
 
 
 def llm_config(llm: str):
@@ -136,26 +132,41 @@ def _fresh_rotary(lm: nn.Module) -> None:
     lm.model.rotary_emb = LlamaRotaryEmbedding(config=lm.config)
 
 
-def init_new_parts(model, dtype: torch.dtype, seed: int) -> None:
-    """Materialise and initialise patchify, TPE, projector and markers (``INIT_RULES``)."""
-    gen = torch.Generator().manual_seed(seed)
-    for mod in (model.temporal_embed, model.patchify, model.mm_projector):
-        mod.to_empty(device="cpu")
-    model.patchify.reset_parameters()
-    if hasattr(model.temporal_embed, "gain"):
-        nn.init.zeros_(model.temporal_embed.gain)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        for m in model.mm_projector:
-            if isinstance(m, nn.Linear):
-                m.reset_parameters()
-    emb = model.get_input_embeddings().weight
-    std = float(emb.detach().float().std()) if emb.device.type != "meta" else 0.02
-    markers = torch.randn(model.markers.shape, generator=gen) * std
-    model.markers = nn.Parameter(markers)
-    for mod in (model.temporal_embed, model.patchify, model.mm_projector):
-        mod.to(dtype)
-    model.markers.data = model.markers.data.to(dtype)
+def init_new_parts(model, dtype: torch.dtype, seed: int, only: str | None = None) -> None:
+    """Materialise and initialise patchify, TPE, projector and markers (``INIT_RULES``); ``only``: one
+    of them. Each part draws from its own seeded stream, so the rules do not depend on one another."""
+    def stream(name: str) -> torch.Generator:
+        return torch.Generator().manual_seed(seed * 1000 + ("temporal_embed", "patchify", "mm_projector",
+                                                             "markers").index(name))
+
+    parts = [only] if only else ["temporal_embed", "patchify", "mm_projector", "markers"]
+    with torch.no_grad():
+        for name in parts:
+            if name != "markers":
+                getattr(model, name).to_empty(device="cpu")
+        if "patchify" in parts:
+            model.patchify.reset_parameters()
+        if "temporal_embed" in parts:
+            te = model.temporal_embed
+            if hasattr(te, "gain"):
+                nn.init.zeros_(te.gain)
+            elif hasattr(te, "table"):
+                nn.init.normal_(te.table.weight, std=0.02, generator=stream("temporal_embed"))
+        if "mm_projector" in parts:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=stream("mm_projector"))))
+                for m in model.mm_projector:
+                    if isinstance(m, nn.Linear):
+                        m.reset_parameters()
+        if "markers" in parts:
+            emb = model.get_input_embeddings().weight
+            std = float(emb.float().std()) if emb.device.type != "meta" else 0.02
+            model.markers = nn.Parameter(torch.randn(model.markers.shape, generator=stream("markers")) * std)
+        for name in parts:
+            if name == "markers":
+                model.markers.data = model.markers.data.to(dtype)
+            else:
+                getattr(model, name).to(dtype)
 
 
 def _no_meta(model) -> None:
