@@ -182,7 +182,7 @@ def cmd_assemble(args) -> int:
 def cmd_train(args) -> int:
     from .train import Recipe, distributed_session, make_trainer
 
-    recipe = Recipe.load(args.recipe)
+    recipe = Recipe.load(args.recipe, overrides=args.set)
     out = args.out or os.path.join("runs", recipe.name)
     with distributed_session():
         last = make_trainer(recipe, out, previous=args.init_from, progress=not args.quiet).train(resume=args.resume)
@@ -201,7 +201,7 @@ def cmd_export(args) -> int:
 def cmd_curriculum(args) -> int:
     from .train import Recipe, distributed_session, run_curriculum
 
-    recipes = [Recipe.load(p) for p in args.recipes]
+    recipes = [Recipe.load(p, overrides=args.set) for p in args.recipes]
     with distributed_session():
         results = run_curriculum(recipes, args.out, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -394,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default runs/NAME)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     p.add_argument("--init-from", default=None, help="model folder for a recipe whose init is 'previous'")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value (YAML-typed, dotted keys like lora.r; repeatable)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -408,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipes", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="skip finished stages, resume the current one")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value in every stage (YAML-typed, dotted keys like lora.r; repeatable)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_curriculum)
 

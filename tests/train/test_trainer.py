@@ -214,8 +214,11 @@ def test_fsdp_two_processes_gloo(tmp_path, tiny_dir, synth_dir):
         assert (out / "model" / "config.json").exists()
 
 
-def test_shipped_recipes_parse():
+def test_shipped_recipes_parse(monkeypatch):
     import glob
+
+    monkeypatch.setenv("KANGAROO_DATA", "/data")  # the 8B recipes read their folders from the environment
+    monkeypatch.setenv("KANGAROO_INIT", "/models/kangaroo-8b-init")
 
     files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "*", "*.yaml")))
     assert len(files) >= 10
