@@ -93,6 +93,12 @@ def cmd_synth(args) -> int:
     base = SynthConfig(fps=args.fps, width=args.width, height=args.height, num_objects=args.objects,
                        scene_cuts=args.cuts, text=args.text, static=args.static, needle=args.needle,
                        uneven=args.uneven)
+    if args.layout == "kangaroo-8b":
+        from .synth.layout import write_8b_layout
+
+        _print_json(write_8b_layout(args.out, args.num_videos, args.long_videos, seed=args.seed,
+                                    progress=not args.quiet, base=base))
+        return 0
     manifest = generate_dataset(args.out, args.num_videos, args.min_seconds, args.max_seconds, seed=args.seed,
                                 base=base, vary=not args.no_vary, progress=not args.quiet,
                                 images_per_video=args.images_per_video, needle_image_share=args.needle_images)
@@ -341,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-video", type=int, default=0, help="also write still frames as image-text pairs")
     p.add_argument("--needle-images", type=float, default=0.0, metavar="SHARE",
                    help="the fraction of those stills taken while the needle is on screen (default 0)")
+    p.add_argument("--layout", default="synth", choices=["synth", "kangaroo-8b"],
+                   help="kangaroo-8b: the files and formats recipes/kangaroo-8b read (KANGAROO_DATA=OUT)")
+    p.add_argument("--long-videos", type=int, default=2, help="kangaroo-8b layout: videos longer than 64 s")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
 
