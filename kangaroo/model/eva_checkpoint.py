@@ -130,7 +130,7 @@ def infer_config(state: dict[str, torch.Tensor], heads: int | None = None) -> Vi
     grid = math.isqrt(n - int(use_cls))
     if grid * grid != n - int(use_cls):
         raise VisionCheckpointError(f"pos_embed has {n} positions: neither a square grid nor one plus a square")
-    heads = heads or width // 64
+    heads = heads or max(1, width // 64)
     if width % heads or (width // heads) % 4:
         raise VisionCheckpointError(f"width {width} does not split into {heads} heads of a 2-D RoPE dim (x4)")
     return VisionConfig(image_size=grid * patch, patch_size=patch, width=width, depth=depth, heads=heads,
