@@ -132,6 +132,16 @@ def _fresh_rotary(lm: nn.Module) -> None:
     lm.model.rotary_emb = LlamaRotaryEmbedding(config=lm.config)
 
 
+def table_std(w: torch.Tensor, rows: int = 4096) -> float:
+    """The standard deviation of a (large) table, a block of rows at a time: never a float32 copy."""
+    n, total, sq = w.numel(), 0.0, 0.0
+    for i in range(0, w.shape[0], rows):
+        block = w[i : i + rows].detach().double()
+        total, sq = total + float(block.sum()), sq + float((block * block).sum())
+    mean = total / n
+    return max(sq / n - mean * mean, 0.0) ** 0.5 * (n / max(n - 1, 1)) ** 0.5
+
+
 def init_new_parts(model, dtype: torch.dtype, seed: int, only: str | None = None) -> None:
     """Materialise and initialise patchify, TPE, projector and markers (``INIT_RULES``); ``only``: one
     of them. Each part draws from its own seeded stream, so the rules do not depend on one another."""
@@ -160,7 +170,7 @@ def init_new_parts(model, dtype: torch.dtype, seed: int, only: str | None = None
                         m.reset_parameters()
         if "markers" in parts:
             emb = model.get_input_embeddings().weight
-            std = float(emb.float().std()) if emb.device.type != "meta" else 0.02
+            std = table_std(emb) if emb.device.type != "meta" else 0.02
             model.markers = nn.Parameter(torch.randn(model.markers.shape, generator=stream("markers")) * std)
         for name in parts:
             if name == "markers":
