@@ -45,13 +45,17 @@ def to_timm(state: dict, fused: bool, prefix: str = "") -> dict:
     return out
 
 
-def tiny_llama_dir(path, dtype=torch.bfloat16, shard="1MB", seed: int = 0) -> str:
-    """A random 2-layer Llama saved (sharded) with SmolLM2's tokenizer + chat template."""
+def tiny_llama_dir(path, dtype=torch.bfloat16, shard="1MB", seed: int = 0, reserved: int = 0) -> str:
+    """A random 2-layer Llama saved (sharded) with SmolLM2's tokenizer + chat template; ``reserved``:
+    that many Llama-3-style ``<|reserved_special_token_N|>`` tokens added first, inside the vocabulary."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from kangaroo.model.hub import load_smollm2
 
     tok = load_smollm2()[1]
+    if reserved:
+        tok.add_special_tokens({"additional_special_tokens": [f"<|reserved_special_token_{i}|>"
+                                                              for i in range(reserved)]})
     cfg = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                       intermediate_size=128, vocab_size=len(tok), max_position_embeddings=4096, rope_theta=10000.0,
                       tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)

@@ -141,3 +141,18 @@ def test_cli_assemble_and_refuses_existing(vision, llama, tmp_path, capsys):
     assert rep["vision_layout"] == "eva_clip" and rep["media_tokens"]["video"]["token"] == "<|kangaroo_video|>"
     assert main(["assemble", "--vision", vision, "--llm", llama, "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_reserved_tokens_are_the_placeholders_and_nothing_is_added(vision, tmp_path):
+    # a Llama-3-style tokenizer: reserved special tokens inside the embedding table
+    llm = tiny_llama_dir(tmp_path / "llm3", dtype=torch.bfloat16, reserved=4)
+    from transformers import AutoTokenizer
+
+    before = len(AutoTokenizer.from_pretrained(llm))
+    rep = assemble(vision, llm, str(tmp_path / "m"), image_size=56)
+    model, tok = load_model(str(tmp_path / "m"))
+    assert len(tok) == before == model.config.text_config.vocab_size  # the vocabulary is not enlarged
+    r0, r1 = (tok.convert_tokens_to_ids(f"<|reserved_special_token_{i}|>") for i in (0, 1))
+    assert (model.config.video_token_id, model.config.image_token_id) == (r0, r1)
+    assert r1 < model.get_input_embeddings().weight.shape[0]
+    assert rep["media_tokens"]["video"]["token"] == "<|reserved_special_token_0|>"
