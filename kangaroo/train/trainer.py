@@ -348,6 +348,8 @@ def run_curriculum(recipes: list[Recipe], out: str, resume: bool = False, progre
             continue
         t = make_trainer(r, stage_out, previous=previous, progress=progress)
         results.append({"stage": r.name, **t.train(resume=resume)})
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # rank 0 exports the stage's model; no rank may start the next stage before
         previous = os.path.join(stage_out, "model")
     return results
 

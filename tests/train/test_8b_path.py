@@ -74,3 +74,29 @@ def test_five_8b_stages_resume_export_ask(parts, monkeypatch, capsys):
                  "--max-new-tokens", "4", "--json"]) == 0
     ans = json.loads(capsys.readouterr().out)
     assert isinstance(ans["answer"], str) and ans["frames"]["num_frames"] == 4
+
+
+@pytest.mark.timeout(600)
+def test_five_8b_stages_under_torchrun(parts, tmp_path):
+    """The same five stages in two processes (FSDP over gloo): every rank waits for rank 0's
+    export of a stage before the next stage loads it."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+           "-m", "kangaroo.cli", "curriculum", *[os.path.join(RECIPES, s) for s in STAGES], "--out", str(runs),
+           "--quiet"] + [x for s in SETS for x in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KANGAROO_DATA": str(parts / "data"),
+           "KANGAROO_INIT": str(parts / "init")}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(p.stdout[p.stdout.index("["):])
+    assert [r["step"] for r in res] == [2] * 5
+    init, s3 = _llm(parts / "init"), _llm(runs / "3_refine" / "model")
+    assert all(torch.equal(init[k], s3[k]) for k in init)
+    assert (runs / "5_long" / "model" / "config.json").exists()
