@@ -48,16 +48,12 @@ def read_state(path: str) -> dict[str, torch.Tensor]:
     """A flat {name: tensor} from a .pt/.pth/.bin (weights only) or .safetensors file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such vision checkpoint file")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    from .tensorfile import read_tensors
 
-        return load_file(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # an old (non-zip) serialisation cannot be memory-mapped
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # weights_only refuses code objects: say so, never fall back
-        raise VisionCheckpointError(f"{path}: cannot be loaded safely with weights_only=True ({e})") from None
+        state = read_tensors(path)  # memory-mapped; .pt/.bin with weights_only=True
+    except ValueError as e:  # weights_only refuses code objects: say so, never fall back
+        raise VisionCheckpointError(str(e)) from None
     for _ in range(3):
         inner = next((state[c] for c in _CONTAINERS if isinstance(state, dict) and isinstance(state.get(c), dict)), None)
         if inner is None:

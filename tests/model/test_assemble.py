@@ -156,3 +156,30 @@ def test_reserved_tokens_are_the_placeholders_and_nothing_is_added(vision, tmp_p
     assert (model.config.video_token_id, model.config.image_token_id) == (r0, r1)
     assert r1 < model.get_input_embeddings().weight.shape[0]
     assert rep["media_tokens"]["video"]["token"] == "<|reserved_special_token_0|>"
+
+
+def test_unsharded_llm_folder(vision, tmp_path):
+    llm = tiny_llama_dir(tmp_path / "one", dtype=torch.float32, shard="10GB")
+    assert "model.safetensors" in os.listdir(llm) and "model.safetensors.index.json" not in os.listdir(llm)
+    rep = assemble(vision, llm, str(tmp_path / "m"), image_size=56)
+    assert rep["dtype"] == "float32" and rep["llm"]["files"] == ["model.safetensors"]
+    src, ours = _all_tensors(llm), _all_tensors(tmp_path / "m")
+    assert all(torch.equal(ours[f"language_model.{k}"], v) for k, v in src.items())
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/kangaroo_vision_pwned",))
+
+
+def test_vision_checkpoint_with_code_is_refused(llama, tmp_path, capsys):
+    import pickle
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"visual.patch_embed.proj.weight": _Evil()}, f)
+    if os.path.exists("/tmp/kangaroo_vision_pwned"):
+        os.remove("/tmp/kangaroo_vision_pwned")
+    assert main(["assemble", "--vision", str(path), "--llm", llama, "--out", str(tmp_path / "m")]) == 2
+    assert "weights_only" in capsys.readouterr().err
+    assert not os.path.exists("/tmp/kangaroo_vision_pwned") and not (tmp_path / "m").exists()
