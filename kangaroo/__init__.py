@@ -11,3 +11,10 @@ Subpackages, one per stage of the system:
 """
 
 __version__ = "0.1.0"
+
+
+def load(name_or_dir: str, device: str = "cpu", dtype=None):
+    """(model, processor) for a built-in name (``kangaroo-smol``) or a model folder."""
+    from .model.weights import load as _load
+
+    return _load(name_or_dir, device=device, dtype=dtype)

@@ -37,6 +37,14 @@ def _model(args) -> tuple[dict, str]:
     return report, format_model(report)
 
 
+@BENCHMARKS.register("chat")
+def _chat(args) -> tuple[dict, str]:
+    from .model.bench_chat import bench_chat, format_chat
+
+    report = bench_chat(workdir=args.workdir, progress=not args.json)
+    return report, format_chat(report)
+
+
 @BENCHMARKS.register("pack")
 def _pack(args) -> tuple[dict, str]:
     from .train.bench import bench_pack, format_pack

@@ -206,8 +206,9 @@ def cmd_export(args) -> int:
 
 def cmd_curriculum(args) -> int:
     from .train import Recipe, distributed_session, run_curriculum
+    from .train.curriculum import expand_stages
 
-    recipes = [Recipe.load(p, overrides=args.set) for p in args.recipes]
+    recipes = [Recipe.load(p, overrides=args.set) for p in expand_stages(args.recipes)]  # a curriculum file lists its stages
     with distributed_session():
         results = run_curriculum(recipes, args.out, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -416,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("curriculum", help="run several stages in order, each from the previous stage's model")
-    p.add_argument("recipes", nargs="+")
+    p.add_argument("recipes", nargs="+", help="stage recipes in order, or a curriculum file listing them "
+                                              "(recipes/smol/curriculum.yaml)")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="skip finished stages, resume the current one")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

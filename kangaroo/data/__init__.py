@@ -1,4 +1,4 @@
-"""Data curation (SPEC section 3): scene cuts, filters, fused captions, balance; resumable, Ray scale-out."""
+"""Data curation (docs/SPEC.md section 3): scene cuts, filters, fused captions, balance; resumable, Ray scale-out."""
 
 from .config import CaptionerConfig, CurateConfig, FilterConfig, FusionConfig, ScenesConfig
 from .filters import FILTERS

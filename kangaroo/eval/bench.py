@@ -42,7 +42,7 @@ def one_sequence_loglikelihoods(kc, visual, question: str, options: list[str]) -
     out = []
     for cont in conts:
         with torch.inference_mode():
-            logits = kc.model(torch.tensor([prompt + cont], device=kc.device), visual=visual,
+            logits = kc.model(torch.tensor([prompt + cont], device=kc.device), media_embeds=visual,
                               logits_to_keep=len(cont) + 1)["logits"][0, :-1]
         lp = torch.log_softmax(logits.float(), -1)
         target = torch.tensor(cont, device=kc.device)

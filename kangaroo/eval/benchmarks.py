@@ -31,10 +31,10 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from ..prompts import LETTERS
 from ..registry import Registry
 
 BENCHMARKS: Registry = Registry("benchmark")
-LETTERS = "ABCDEFGH"
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_LETTERS = "ABCDEFGH"
+from ..prompts import LETTERS as _LETTERS
 # An option letter standing on its own: not part of a word.
 _PATTERNS = [
     r"(?i:answer|option|choice|选项|答案)\s*(?i:is|是|为|:|：)?\s*[:：]?\s*[\(\[（【]?\s*([A-H])\s*[\)\]）】]?(?![A-Za-z])",

@@ -18,31 +18,12 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from ..model.chat import GenerationConfig, KangarooChat
+from ..model.chat import KangarooChat
+from ..prompts import LIKELIHOOD_TEMPLATE, OPEN_TEMPLATE, mc_template
 from ..video import COUNT_SAMPLERS, SamplingConfig
-from .benchmarks import BENCHMARKS, LETTERS, NEEDS_JUDGE, Item
-from .extract import extract_choice
+from . import core
+from .benchmarks import BENCHMARKS, NEEDS_JUDGE, Item
 
-MC_TEMPLATE = "{subs}{question}\nOptions:\n{options}\nAnswer with the option's letter from the given choices directly."
-# Per-benchmark multiple-choice prompts, in the style each benchmark's own evaluation uses.
-TEMPLATES = {
-    "mvbench": ("Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
-                "movement of objects, and the action and pose of persons. Based on your observations, select the best "
-                "option that accurately addresses the question.\n{question}\nOptions:\n{options}\n"
-                "Only give the best option."),
-    "videomme": ("{subs}Select the best answer to the following multiple-choice question based on the video. Respond "
-                 "with only the letter (A, B, C, or D) of the correct option.\n{question}\n{options}\n"
-                 "The best answer is:"),
-    "longvideobench": ("{question}\n{options}\nAnswer with the option's letter from the given choices directly."),
-    "egoschema": ("Select the best answer to the following question about the egocentric video.\n{question}\n"
-                  "{options}\nAnswer with the option's letter from the given choices directly."),
-    "tempcompass": "{question}\n{options}\nPlease directly give the best option:",
-}
-TEMPLATES["videomme_sub"] = TEMPLATES["videomme"]
-SUBS_TEMPLATE = "This video's subtitles are listed below:\n{subs}\n\n"
-OPEN_TEMPLATE = "{question}\nAnswer the question concisely."
-# mc_scoring=likelihood: the question alone; each option is scored as the reply
-LIKELIHOOD_TEMPLATE = "{subs}{question}"
 WINDOWS = ("video", "evidence")
 
 
@@ -86,15 +67,16 @@ class EvalConfig:
 
 
 def template_for(benchmark: str) -> str:
-    return OPEN_TEMPLATE if benchmark in NEEDS_JUDGE else TEMPLATES.get(benchmark, MC_TEMPLATE)
+    return OPEN_TEMPLATE if benchmark in NEEDS_JUDGE else mc_template(benchmark)
+
+
+def question_of(item: Item) -> core.Question:
+    return core.Question(item.question, None if item.open_ended else list(item.candidates), item.subtitles)
 
 
 def prompt_for(item: Item, benchmark: str = "") -> str:
-    if item.open_ended:
-        return OPEN_TEMPLATE.format(question=item.question)
-    opts = "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(item.candidates))
-    subs = SUBS_TEMPLATE.format(subs=item.subtitles[:4000]) if item.subtitles else ""
-    return template_for(benchmark).replace("{subs}", subs).format(question=item.question, options=opts)
+    """The prompt a generated answer to ``item`` is asked with (kangaroo.prompts)."""
+    return question_of(item).prompt(benchmark)
 
 
 def _pred_path(cfg: EvalConfig, rank: int) -> str:
@@ -147,7 +129,6 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
     groups = defaultdict(list)
     for it in todo:
         groups[(it.video, it.start, it.end)].append(it)
-    gen = GenerationConfig.greedy(cfg.max_new_tokens if not items or not items[0].open_ended else 128)
     bar = tqdm(total=len(todo), desc=f"eval {cfg.benchmark}", disable=not progress)
     with open(path, "a") as f:
         for (video, start, end), its in groups.items():
@@ -159,24 +140,19 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
                 rows, error = None, f"{type(e).__name__}: {e}"
             for b in range(0, len(its), cfg.batch_size):  # questions about one video, answered as a batch
                 chunk = its[b : b + cfg.batch_size]
-                if error:
-                    outs = [None] * len(chunk)
-                elif cfg.mc_scoring == "likelihood" and not chunk[0].open_ended:
-                    outs = _likeliest(kc, rows, chunk)
-                else:
-                    outs = kc.ask_batch(rows, [prompt_for(it, cfg.benchmark) for it in chunk], gen)
+                outs = [None] * len(chunk) if error else core.answer(
+                    kc, rows, [question_of(it) for it in chunk], cfg.mc_scoring, cfg.benchmark, cfg.max_new_tokens,
+                    cfg.batch_size)
                 for it, out in zip(chunk, outs):
-                    rec = {"qid": it.qid, "task": it.task, "answer": it.answer, "output": out}
+                    rec = {"qid": it.qid, "task": it.task, "answer": it.answer, "output": None}
                     if it.extra.get("group"):
                         rec["group"] = it.extra["group"]
                     if error:
                         rec.update(pred=None, correct=False, error=error)
-                    elif isinstance(out, dict):  # likelihood scoring
-                        rec.update(output=it.candidates[out["pred"]], pred=out["pred"], scores=out["scores"],
-                                   correct=out["pred"] == it.answer)
-                    elif not it.open_ended:
-                        rec["pred"] = extract_choice(out, it.candidates)
-                        rec["correct"] = rec["pred"] == it.answer
+                    else:
+                        rec.update(out)
+                        if not it.open_ended:
+                            rec["correct"] = rec["pred"] == it.answer
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 f.flush()
                 bar.update(len(chunk))
@@ -193,14 +169,6 @@ def evidence_window(it: Item) -> Item:
         raise ValueError(f"window 'evidence' needs one ground-truth interval [start, end] per question; "
                          f"{it.qid} ({it.task}) has {ev!r}: keep the tasks that have one (--tasks needle,appear_at)")
     return dataclasses.replace(it, start=float(ev[0]), end=float(ev[1]))
-
-
-def _likeliest(kc: KangarooChat, rows, items: list[Item]) -> list[dict]:
-    """The likeliest option of each question about one video (the video's prefix computed once)."""
-    qs = [LIKELIHOOD_TEMPLATE.format(subs=SUBS_TEMPLATE.format(subs=it.subtitles[:4000]) if it.subtitles else "",
-                                     question=it.question) for it in items]
-    return [{"pred": max(range(len(sc)), key=sc.__getitem__), "scores": [round(x, 4) for x in sc]}
-            for sc in kc.score_options_many(rows, qs, [it.candidates for it in items])]
 
 
 def judge_score(cfg: EvalConfig, question: str, reference: str, output: str) -> float:

@@ -13,11 +13,11 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from ..model.chat import Conversation, GenerationConfig, KangarooChat
+from ..model.chat import KangarooChat
 from ..synth import SynthConfig, make_timeline, write_video
-from ..synth.qa import mc_prompt, needle_items
+from ..synth.qa import needle_items
 from ..video import SamplingConfig
-from .extract import extract_choice
+from . import core
 
 FRAMES = (8, 16, 32, 64, 128, 160)
 DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -26,8 +26,8 @@ DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
 def needle_suite(kc: KangarooChat, out: str, frame_counts=FRAMES, depths=DEPTHS, duration: float = 120.0,
                  per_cell: int = 2, needle_seconds: float = 1.0, seed: int = 0, progress: bool = True,
                  mc_scoring: str = "generate", sampler: str = "uniform") -> dict:
-    if mc_scoring not in ("generate", "likelihood"):
-        raise ValueError(f"mc_scoring must be 'generate' or 'likelihood', got {mc_scoring!r}")
+    if mc_scoring not in core.SCORINGS:
+        raise ValueError(f"mc_scoring must be one of {core.SCORINGS}, got {mc_scoring!r}")
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
     cases = []
     for d in depths:
@@ -42,17 +42,11 @@ def needle_suite(kc: KangarooChat, out: str, frame_counts=FRAMES, depths=DEPTHS,
             q = needle_items(tl, np.random.default_rng(vseed))[0]
             cases.append((d, path, q))
     grid = np.zeros((len(frame_counts), len(depths)))
-    gen = GenerationConfig.greedy(6)
     bar = tqdm(total=len(frame_counts) * len(cases), desc="needle suite", disable=not progress)
     for i, n in enumerate(frame_counts):
         for d, path, q in cases:
-            rows, info = kc.encode(path, SamplingConfig(sampler=sampler, num_frames=n))
-            if mc_scoring == "likelihood":  # the likeliest option text as the reply (as the harness does)
-                scores = kc.score_options(rows, q["question"], q["candidates"])
-                pred = max(range(len(scores)), key=scores.__getitem__)
-            else:
-                ans = kc.ask(Conversation(visual=rows, frames=info), mc_prompt(q["question"], q["candidates"]), gen)
-                pred = extract_choice(ans, q["candidates"])
+            rows, _ = kc.encode(path, SamplingConfig(sampler=sampler, num_frames=n))
+            pred = core.answer(kc, rows, [core.Question(q["question"], q["candidates"])], mc_scoring)[0]["pred"]
             grid[i, depths.index(d)] += pred == q["answer_index"]
             bar.update(1)
     bar.close()

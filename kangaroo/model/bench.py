@@ -75,6 +75,7 @@ def gpu_cases() -> list[dict]:
     from .modeling import KangarooForConditionalGeneration
 
     cfg = kangaroo_8b_config()
+    vid = cfg.video_token_id
     with torch.device("cuda"):
         model = KangarooForConditionalGeneration(cfg).to(torch.bfloat16).eval()
     out = []
@@ -84,8 +85,9 @@ def gpu_cases() -> list[dict]:
         ts = torch.arange(n, device="cuda").float()
         with torch.inference_mode():
             rows = model.visual_rows([(px, ts)])
-            ids = torch.cat([torch.arange(1, 30, device="cuda"), -torch.arange(1, rows.shape[0] + 1, device="cuda")])[None]
-            model(ids, visual=rows, logits_to_keep=1)
+            ids = torch.cat([torch.arange(1, 30, device="cuda"),
+                             torch.full((rows.shape[0],), vid, device="cuda")])[None]
+            model(ids, media_embeds=rows, logits_to_keep=1)
         return int(ids.shape[1])
 
     prefill(FRAMES[0])  # warm-up: kernels chosen and loaded, not timed

@@ -1,29 +1,35 @@
-"""Prompts, generation and multi-round chat over a video.
+"""Multi-round chat over a video: a thin wrapper over ``KangarooProcessor`` and ``model.generate``.
 
-Prompts come from the tokenizer's own chat template (Llama-3 headers for the official
-model, ChatML for SmolLM2). Every piece of user- or history-supplied text is put into
-the template as a random sentinel and tokenized on its own with
-``split_special_tokens=True``, so a question containing ``<|eot_id|>`` or ``<eof>`` is
-plain text: it can never produce a chat control token or a visual marker (the visual
-markers are learned vectors outside the vocabulary anyway).
+The processor turns media and text into tensors (kangaroo/model/processing.py), the prompts
+come from ``kangaroo.prompts`` (user text can never produce control tokens or placeholders),
+and every answer is ``model.generate`` (greedy, sampling, beam search, stopping criteria,
+streamers all work). What this adds:
 
-A ``Conversation`` encodes its video once. Each round re-renders the whole chat, finds
-the longest prefix already in the KV cache, crops the cache there and feeds only the
-rest, so later rounds skip both the vision tower and the video's prefill.
+- A ``Conversation`` encodes its video once. Each round re-renders the whole chat, finds the
+  longest prefix already in the KV cache, crops the cache there and lets ``generate`` feed
+  only the rest, so later rounds skip both the vision tower and the video's prefill.
+- A per-frame encoder cache (``FrameCache``), keyed by (video identity, timestamp, frame
+  size): asking about the same video again at another frame count, another time range, or
+  after the file has grown runs the vision tower only on frames it has not seen.
+- Likelihood scoring of multiple-choice options over one shared prefill of the video.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
+import queue
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
 
-from ..video import DecodeOptions, Frames, SamplingConfig, load_video
-from ..video.preprocess import PreprocessConfig, preprocess_frames
+from ..compat import CACHE_ARG
+from ..video import Frames, SamplingConfig
+from ..video.identity import video_identity
+from .processing import KangarooProcessor
 
 STOP_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>")
 
@@ -46,37 +52,16 @@ class GenerationConfig:
     def greedy(cls, max_new_tokens: int = 64) -> "GenerationConfig":
         return cls(max_new_tokens=max_new_tokens, do_sample=False)
 
+    @property
+    def sampling(self) -> bool:
+        return self.do_sample and self.temperature > 0
 
-class PromptBuilder:
-    """messages -> token ids, with negative ids ``-(k+1)`` for the k-th visual row."""
-
-    def __init__(self, tokenizer):
-        self.tok = tokenizer
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("the tokenizer has no chat template")
-
-    def build(self, messages: list[dict], n_visual: int, add_generation_prompt: bool = True) -> list[int]:
-        tag = uuid.uuid4().hex
-        video_mark = f"<<kgv-{tag}>>"
-        pieces: dict[str, str] = {}
-        rendered_msgs = []
-        for i, m in enumerate(messages):
-            key = f"<<kgt-{tag}-{i}>>"
-            pieces[key] = m["content"]
-            content = (video_mark + "\n" if m.get("video") else "") + key
-            rendered_msgs.append({"role": m["role"], "content": content})
-        text = self.tok.apply_chat_template(rendered_msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
-        ids: list[int] = []
-        for part in re.split(f"({re.escape(video_mark)}|<<kgt-{tag}-\\d+>>)", text):
-            if not part:
-                continue
-            if part == video_mark:
-                ids.extend(-(k + 1) for k in range(n_visual))
-            elif part in pieces:  # user or history text: never special
-                ids.extend(self.tok.encode(pieces[part], add_special_tokens=False, split_special_tokens=True))
-            else:  # the template's own text: its control tokens are meant
-                ids.extend(self.tok.encode(part, add_special_tokens=False))
-        return ids
+    def generate_kwargs(self) -> dict:
+        """The same settings as ``model.generate`` keyword arguments."""
+        if not self.sampling:
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+        return {"max_new_tokens": self.max_new_tokens, "do_sample": True, "temperature": self.temperature,
+                "top_p": self.top_p, "top_k": 0}
 
 
 def stop_ids(tokenizer, config) -> set[int]:
@@ -88,17 +73,6 @@ def stop_ids(tokenizer, config) -> set[int]:
     vocab = tokenizer.get_vocab()
     ids.update(vocab[t] for t in STOP_TOKENS if t in vocab)
     return ids
-
-
-def sample_next(logits: torch.Tensor, gen: GenerationConfig, generator: torch.Generator | None) -> int:
-    if not gen.do_sample or gen.temperature == 0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits.float() / gen.temperature, dim=-1)
-    if gen.top_p < 1.0:
-        sp, si = probs.sort(descending=True)
-        keep = sp.cumsum(0) - sp < gen.top_p
-        probs = torch.zeros_like(probs).scatter_(0, si[keep], sp[keep])
-    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 @dataclass
@@ -124,39 +98,143 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-class KangarooChat:
-    """Model + tokenizer + video settings: ``chat(video, question, history)``."""
+class FrameCache:
+    """The vision tower's output per frame, keyed by (video identity, timestamp, frame size), LRU
+    within a byte budget. ``stats`` counts frames encoded and frames served from the cache."""
 
-    def __init__(self, model, tokenizer, preprocess: PreprocessConfig | None = None,
-                 sampling: SamplingConfig | None = None, system_prompt: str | None = None):
+    def __init__(self, budget_mb: float = 512):
+        self.budget, self.used = int(budget_mb * 1024 * 1024), 0
+        self.items: OrderedDict = OrderedDict()
+        self.stats = {"encoded": 0, "reused": 0}
+
+    def get(self, key):
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        return None
+
+    def put(self, key, value: torch.Tensor) -> None:
+        if key in self.items:
+            self.used -= self.items.pop(key).nbytes
+        self.items[key] = value
+        self.used += value.nbytes
+        while self.used > self.budget and len(self.items) > 1:
+            self.used -= self.items.popitem(last=False)[1].nbytes
+
+
+class _Stop(StoppingCriteria):
+    """Stops ``generate`` as soon as ``event`` is set (a reader that went away)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class _QueueStreamer(BaseStreamer):
+    """Hands each generated token id to a queue (the first ``put`` is the prompt: skipped)."""
+
+    def __init__(self, q: queue.Queue):
+        self.q, self.prompt_seen = q, False
+
+    def put(self, value):
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for t in value.reshape(-1).tolist():
+            self.q.put(("token", t))
+
+    def end(self):
+        pass
+
+
+class IncrementalDetokenizer:
+    """Text deltas from a growing list of token ids, decoding only a short window each time
+    (the offsets scheme of vLLM's detokenizer): never the whole answer per token."""
+
+    def __init__(self, tokenizer):
+        self.tok, self.ids, self.prefix, self.read = tokenizer, [], 0, 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        before = self.tok.decode(self.ids[self.prefix: self.read], skip_special_tokens=True)
+        now = self.tok.decode(self.ids[self.prefix:], skip_special_tokens=True)
+        if len(now) > len(before) and not now.endswith("\ufffd"):  # not half a UTF-8 character
+            self.prefix, self.read = self.read, len(self.ids)
+            return now[len(before):]
+        return ""
+
+
+class KangarooChat:
+    """Model + processor + video settings: ``chat(video, question, history)``."""
+
+    def __init__(self, model, tokenizer, preprocess=None, sampling: SamplingConfig | None = None,
+                 system_prompt: str | None = None, encoder_cache_mb: float = 512):
         self.model = model.eval()
-        self.tok = tokenizer
-        size = model.config.vision.image_size
-        self.preprocess = preprocess or PreprocessConfig(size=size, patch=model.config.vision.patch_size)
+        self.processor = tokenizer if isinstance(tokenizer, KangarooProcessor) else \
+            KangarooProcessor.from_config(model.config, tokenizer)
+        self.processor.sync(model.config)
+        if preprocess is not None:
+            self.processor.image_size, self.processor.resize = preprocess.size, preprocess.mode
+        self.tok = self.processor.tokenizer
+        self.renderer = self.processor.renderer
         self.sampling = sampling or SamplingConfig(num_frames=16)
         self.system_prompt = system_prompt
-        self.builder = PromptBuilder(tokenizer)
-        self.stops = stop_ids(tokenizer, model.config)
+        self.stops = stop_ids(self.tok, model.config)
+        self.model.generation_config.eos_token_id = sorted(self.stops)
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else min(self.stops)
+        self.model.generation_config.pad_token_id = self.pad_id
+        self.frame_cache = FrameCache(encoder_cache_mb)
 
     @classmethod
     def load(cls, name_or_dir: str, device: str = "cpu", dtype: torch.dtype | None = None, **kw) -> "KangarooChat":
-        from .weights import load_model
+        from .weights import load
 
-        model, tok = load_model(name_or_dir, device=device, dtype=dtype)
-        return cls(model, tok, **kw)
+        model, processor = load(name_or_dir, device=device, dtype=dtype)
+        return cls(model, processor, **kw)
+
+    @property
+    def preprocess(self):
+        return self.processor.preprocess
 
     @property
     def device(self):
         return next(self.model.parameters()).device
 
     # ---- video ---------------------------------------------------------------------------
+    def _features(self, frames: Frames, pixels: torch.Tensor) -> torch.Tensor:
+        """The tower's features of every frame, from the frame cache where it has them."""
+        path = getattr(frames.info, "path", None) if frames.info is not None else None
+        ident = video_identity(path) if path else None
+        if ident is None:
+            self.frame_cache.stats["encoded"] += len(frames)
+            return self.model.tower_features(pixels)
+        size = tuple(pixels.shape[2:])
+        keys = [(ident, round(float(t), 4), size) for t in frames.timestamps]
+        have = {k: self.frame_cache.get(k) for k in keys}
+        todo = [k for k, h in have.items() if h is None]  # each distinct frame once
+        if todo:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            new = self.model.tower_features(pixels[[first[k] for k in todo]])
+            for k, f in zip(todo, new):
+                have[k] = f
+                self.frame_cache.put(k, f)
+        self.frame_cache.stats["encoded"] += len(todo)
+        self.frame_cache.stats["reused"] += len(keys) - len(todo)
+        have = [have[k] for k in keys]
+        return torch.stack(have)
+
     @torch.inference_mode()
     def encode(self, video: str | Frames, sampling: SamplingConfig | None = None) -> tuple[torch.Tensor, dict]:
-        frames = video if isinstance(video, Frames) else load_video(
-            video, sampling or self.sampling, DecodeOptions(max_side=max(self.preprocess.size * 2, 448)))
-        pixels = preprocess_frames(frames.frames, self.preprocess).to(self.device)
-        ts = torch.as_tensor(frames.timestamps, dtype=torch.float32, device=self.device)
-        rows = self.model.visual_rows([(pixels, ts)])
+        """(visual rows [N, d] of the video's block, info): decoded, preprocessed and encoded once."""
+        frames = self.processor.load_frames(video, "video", sampling or self.sampling)
+        pixels, ts, n = self.processor.features(frames)
+        pixels, ts = pixels.to(self.device), ts.to(self.device)
+        feats = self._features(frames, pixels)
+        rows = self.model.video_block(self.model.encode_video(pixels, ts, features=feats), ts)
+        if rows.shape[0] != n:
+            raise RuntimeError(f"the processor counts {n} positions for this video, the model made {rows.shape[0]}")
         info = {"num_frames": len(frames), "timestamps": [round(float(t), 3) for t in frames.timestamps],
                 "visual_tokens": int(rows.shape[0])}
         return rows, info
@@ -167,30 +245,96 @@ class KangarooChat:
         rows, info = self.encode(video, sampling)
         return Conversation(visual=rows, frames=info)
 
+    # ---- prompts ---------------------------------------------------------------------------
+    def _system(self) -> list[dict]:
+        return [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+
+    def render(self, messages: list[dict], visual: torch.Tensor | None, add_generation_prompt: bool = True) -> list[int]:
+        return self.renderer.render(messages, [visual.shape[0]] if visual is not None else [], add_generation_prompt)
+
+    def generate_ids(self, rows: list[list[int]], visual: torch.Tensor | None, gen: GenerationConfig,
+                     cache: DynamicCache | None = None, streamer=None, stop_event=None) -> list[list[int]]:
+        """``model.generate`` over token rows (left-padded) that all show ``visual`` once each;
+        returns each row's new tokens, up to (not including) its stop token."""
+        dev = self.device
+        B, L = len(rows), max(len(r) for r in rows)
+        ids = torch.full((B, L), self.pad_id, dtype=torch.long, device=dev)
+        mask = torch.zeros(B, L, dtype=torch.long, device=dev)
+        for i, r in enumerate(rows):
+            ids[i, L - len(r):] = torch.tensor(r, device=dev)
+            mask[i, L - len(r):] = 1
+        n_vis = int(self.model.media_mask(ids).sum())
+        embeds = None
+        if n_vis:
+            if visual is None:
+                raise ValueError("the prompt holds a video but no visual rows were given")
+            embeds = visual if B == 1 else torch.cat([visual] * B)
+        kw = gen.generate_kwargs()
+        stopping = StoppingCriteriaList([_Stop(stop_event)]) if stop_event is not None else None
+        with torch.random.fork_rng(devices=[]):
+            if gen.seed is not None:
+                torch.manual_seed(gen.seed)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, media_embeds=embeds, streamer=streamer,
+                                      stopping_criteria=stopping, **{CACHE_ARG: cache}, **kw)
+        answers = []
+        for row in out[:, L:].tolist():
+            cut = next((k for k, t in enumerate(row) if t in self.stops), len(row))
+            answers.append(row[:cut])
+        return answers
+
     # ---- chat ----------------------------------------------------------------------------
     def ask_stream(self, conv: Conversation, question: str, gen: GenerationConfig | None = None,
-                   on_token=None) -> Iterator[str]:
+                   on_token=None, stop_event: threading.Event | None = None) -> Iterator[str]:
         """Stream the answer's text; the conversation is updated when the stream ends.
-        ``on_token(id)`` is called for every generated token, text or not (for timing)."""
+        ``on_token(id)`` is called for every generated token, text or not (for timing).
+        Closing the iterator early (or setting ``stop_event``) stops generation within a token."""
         gen = gen or GenerationConfig()
         if not conv.messages and self.system_prompt:
             conv.messages.append({"role": "system", "content": self.system_prompt})
         first_user = not any(m["role"] == "user" for m in conv.messages)
         conv.messages.append({"role": "user", "content": question, "video": first_user and conv.visual is not None})
-        out_ids: list[int] = []
-        shown = ""
-        for tok in self._generate(conv, gen):
-            if on_token is not None:
-                on_token(tok)
-            out_ids.append(tok)
-            text = self.tok.decode(out_ids, skip_special_tokens=True)
-            if text.endswith("\ufffd"):
-                continue  # half a UTF-8 character: wait for the rest
-            if len(text) > len(shown):
-                yield text[len(shown):]
-                shown = text
-        answer = self.tok.decode(out_ids, skip_special_tokens=True).strip()
-        conv.messages.append({"role": "assistant", "content": answer})
+        ids = self.render(conv.messages, conv.visual)
+        reuse = min(common_prefix(conv.cached_ids, ids), len(ids) - 1) if conv.cache is not None else 0
+        if reuse == 0:
+            conv.cache = DynamicCache(config=self.model.config.text_config)
+        else:
+            conv.cache.crop(reuse - conv.cache.get_seq_length())  # transformers 5: a negative count to drop
+        conv.stats.append({"prompt_tokens": len(ids), "reused_tokens": reuse})
+        q: queue.Queue = queue.Queue()
+        stop = stop_event or threading.Event()
+        result: dict = {}
+
+        def run():
+            try:
+                result["ids"] = self.generate_ids([ids], conv.visual, gen, conv.cache, _QueueStreamer(q), stop)[0]
+            except BaseException as e:  # handed to the reader
+                result["error"] = e
+            finally:
+                q.put(("end", None))
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        detok = IncrementalDetokenizer(self.tok)
+        try:
+            while True:
+                kind, tok = q.get()
+                if kind == "end":
+                    break
+                if on_token is not None:
+                    on_token(tok)
+                if tok in self.stops:
+                    continue
+                delta = detok.push(tok)
+                if delta:
+                    yield delta
+        finally:
+            stop.set()
+            worker.join()
+        if "error" in result:
+            raise result["error"]
+        out = result["ids"]
+        conv.cached_ids = (ids + out)[: conv.cache.get_seq_length()]
+        conv.messages.append({"role": "assistant", "content": self.tok.decode(out, skip_special_tokens=True).strip()})
 
     def ask(self, conv: Conversation, question: str, gen: GenerationConfig | None = None) -> str:
         for _ in self.ask_stream(conv, question, gen):
@@ -205,49 +349,16 @@ class KangarooChat:
 
     @torch.inference_mode()
     def ask_batch(self, visual: torch.Tensor | None, questions: list[str], gen: GenerationConfig | None = None) -> list[str]:
-        """Answer several single-round questions about one video in one batch (greedy or sampled).
+        """Answer several single-round questions about one video in one ``generate`` batch.
 
-        Prompts are left-padded; a 2-D attention mask and per-row position ids keep padding
-        out of every row's computation, so each answer equals the one ``ask`` would give."""
+        Prompts are left-padded; the attention mask and position ids keep padding out of every
+        row's computation, so each greedy answer equals the one ``ask`` would give."""
         gen = gen or GenerationConfig()
         if not questions:
             return []
-        n_vis = 0 if visual is None else visual.shape[0]
-        sys_msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        prompts = [self.builder.build(sys_msgs + [{"role": "user", "content": q, "video": visual is not None}], n_vis)
-                   for q in questions]
-        B, L = len(prompts), max(len(p) for p in prompts)
-        dev = self.device
-        ids = torch.zeros(B, L, dtype=torch.long, device=dev)
-        mask = torch.zeros(B, L, dtype=torch.long, device=dev)
-        for i, p in enumerate(prompts):
-            ids[i, L - len(p):] = torch.tensor(p, device=dev)
-            mask[i, L - len(p):] = 1
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config.text_config)
-        generator = torch.Generator().manual_seed(gen.seed) if gen.seed is not None else None
-        out = self.model(ids, visual=visual, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True, logits_to_keep=1)
-        done = [False] * B
-        answers: list[list[int]] = [[] for _ in range(B)]
-        last_pos = pos[:, -1]
-        for _ in range(gen.max_new_tokens):
-            nxt = []
-            for i in range(B):
-                tok = sample_next(out["logits"][i, -1], gen, generator) if not done[i] else 0
-                if not done[i]:
-                    if tok in self.stops:
-                        done[i] = True
-                    else:
-                        answers[i].append(tok)
-                nxt.append(tok)
-            if all(done):
-                break
-            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
-            last_pos = last_pos + 1
-            out = self.model(torch.tensor(nxt, device=dev)[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                             past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return [self.tok.decode(a, skip_special_tokens=True).strip() for a in answers]
+        rows = [self.render(self._system() + [{"role": "user", "content": q, "video": visual is not None}], visual)
+                for q in questions]
+        return [self.tok.decode(a, skip_special_tokens=True).strip() for a in self.generate_ids(rows, visual, gen)]
 
     def score_options(self, visual: torch.Tensor | None, question: str, options: list[str]) -> list[float]:
         """Log-likelihood of each option as the whole assistant reply (its end-of-turn token
@@ -258,14 +369,11 @@ class KangarooChat:
     def render_replies(self, visual: torch.Tensor | None, question: str, options: list[str]) -> tuple[list[int], list[list[int]]]:
         """(prompt ids, [reply ids per option]): each option as the assistant reply the chat
         template renders after the prompt, up to and including its end-of-turn token."""
-        n_vis = 0 if visual is None else visual.shape[0]
-        sys_msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        user = [{"role": "user", "content": question, "video": visual is not None}]
-        prompt = self.builder.build(sys_msgs + user, n_vis, add_generation_prompt=True)
+        user = self._system() + [{"role": "user", "content": question, "video": visual is not None}]
+        prompt = self.render(user, visual)
         conts = []
         for o in options:
-            full = self.builder.build(sys_msgs + user + [{"role": "assistant", "content": o}], n_vis,
-                                      add_generation_prompt=False)
+            full = self.render(user + [{"role": "assistant", "content": o}], visual, add_generation_prompt=False)
             if full[: len(prompt)] != prompt:
                 raise ValueError("the chat template does not render the reply after the prompt")
             cont = full[len(prompt):]
@@ -301,8 +409,8 @@ class KangarooChat:
         dev = self.device
         cache = DynamicCache(config=self.model.config.text_config)
         if P > 0:
-            self.model(torch.tensor([rendered[0][0][:P]], device=dev), visual=visual,
-                       position_ids=torch.arange(P, device=dev)[None], past_key_values=cache, use_cache=True,
+            self.model(torch.tensor([rendered[0][0][:P]], device=dev), media_embeds=visual,
+                       position_ids=torch.arange(P, device=dev)[None], **{CACHE_ARG: cache}, use_cache=True,
                        logits_to_keep=1)
         results = []
         for prompt, conts in rendered:
@@ -311,7 +419,7 @@ class KangarooChat:
                 continue
             rows = [prompt[P:] + c for c in conts]
             B, S = len(rows), max(len(r) for r in rows)
-            ids = torch.zeros(B, S, dtype=torch.long, device=dev)
+            ids = torch.full((B, S), self.pad_id, dtype=torch.long, device=dev)
             mask = torch.ones(B, P + S, dtype=torch.long, device=dev)
             for i, r in enumerate(rows):  # right-padded: causal attention keeps the pads out of real tokens
                 ids[i, : len(r)] = torch.tensor(r, device=dev)
@@ -319,9 +427,10 @@ class KangarooChat:
             pos = torch.arange(P, P + S, device=dev)[None].expand(B, S)
             if P > 0:
                 cache.batch_repeat_interleave(B)
-            vis = visual if bool((ids < 0).any()) else None
-            out = self.model(ids, visual=vis, attention_mask=mask, position_ids=pos,
-                             past_key_values=cache if P > 0 else None, use_cache=P > 0)
+            per_row = self.model.media_mask(ids).sum(1)  # placeholders left after the shared prefix, per row
+            vis = None if not bool(per_row.any()) else torch.cat([visual[visual.shape[0] - int(n):] for n in per_row])
+            out = self.model(ids, media_embeds=vis, attention_mask=mask, position_ids=pos,
+                             **{CACHE_ARG: cache if P > 0 else None}, use_cache=P > 0)
             logp = torch.log_softmax(out["logits"].float(), dim=-1)  # [B, S, V]
             start = len(prompt) - P  # row position of the first reply token
             scores = []
@@ -334,31 +443,3 @@ class KangarooChat:
                 cache.crop(P - cache.get_seq_length())  # transformers 5: a negative count to drop
                 cache.batch_select_indices(torch.tensor([0], device=dev))
         return results
-
-    @torch.inference_mode()
-    def _generate(self, conv: Conversation, gen: GenerationConfig) -> Iterator[int]:
-        n_vis = 0 if conv.visual is None else conv.visual.shape[0]
-        ids = self.builder.build(conv.messages, n_vis, add_generation_prompt=True)
-        reuse = min(common_prefix(conv.cached_ids, ids), len(ids) - 1) if conv.cache is not None else 0
-        if reuse == 0:
-            conv.cache = DynamicCache(config=self.model.config.text_config)
-        else:
-            conv.cache.crop(reuse - conv.cache.get_seq_length())  # transformers 5: a negative count to drop
-        conv.stats.append({"prompt_tokens": len(ids), "reused_tokens": reuse})
-        generator = torch.Generator().manual_seed(gen.seed) if gen.seed is not None else None
-        dev = self.device
-        new = torch.tensor([ids[reuse:]], device=dev)
-        pos = torch.arange(reuse, len(ids), device=dev)[None]
-        out = self.model(new, visual=conv.visual, position_ids=pos, past_key_values=conv.cache, use_cache=True,
-                         logits_to_keep=1)
-        fed = list(ids)
-        for _ in range(gen.max_new_tokens):
-            tok = sample_next(out["logits"][0, -1], gen, generator)
-            if tok in self.stops:
-                break
-            yield tok
-            out = self.model(torch.tensor([[tok]], device=dev), position_ids=torch.tensor([[len(fed)]], device=dev),
-                             past_key_values=conv.cache, use_cache=True, logits_to_keep=1)
-            fed.append(tok)
-        conv.cached_ids = fed
-

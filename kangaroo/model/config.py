@@ -59,6 +59,34 @@ def time_label(seconds: float) -> str:
     return f"{max(float(seconds), 0.0):.1f}s"
 
 
+@dataclass
+class VisualLayout:
+    """How many embedding positions a medium of T frames of H x W pixels takes:
+    ``<vi_start> [label] G1 <eof> ... [label] Gn <eov> <vi_end>``."""
+
+    patch_size: int
+    patchify_kernel: list[int]
+    slot_frames: int  # distinct frames per temporal slot
+    time_labels: bool  # every slot preceded by its start time as text, one token per character
+
+    def tokens_per_slot(self, height: int, width: int) -> int:
+        _, kh, kw = self.patchify_kernel
+        gh, gw = height // self.patch_size, width // self.patch_size
+        return -(-gh // kh) * -(-gw // kw)
+
+    def slot_labels(self, timestamps) -> list[str]:
+        return [time_label(t) for t in list(timestamps)[:: self.slot_frames]]
+
+    def length(self, frames: int, height: int, width: int, timestamps=None) -> int:
+        slots = -(-frames // self.slot_frames)
+        n = slots * self.tokens_per_slot(height, width) + slots + 2  # <eof>/<eov> per slot, start, end
+        if self.time_labels:
+            if timestamps is None or len(timestamps) != frames:
+                raise ValueError("a model with time labels needs one timestamp per frame to count its tokens")
+            n += sum(len(s) for s in self.slot_labels(timestamps))
+        return n
+
+
 @strict
 class KangarooConfig(PreTrainedConfig):
     model_type = "kangaroo"
@@ -127,26 +155,22 @@ class KangarooConfig(PreTrainedConfig):
         """Distinct frames in one temporal slot."""
         return self.frames_per_slot or self.patchify_kernel[0]
 
+    def layout(self) -> "VisualLayout":
+        """What fixes how many embedding positions a medium takes (shared with the processor)."""
+        v = self.vision
+        return VisualLayout(v.patch_size, list(self.patchify_kernel), self.slot_frames, self.time_labels is not None)
+
     def tokens_per_slot(self, height: int, width: int) -> int:
         """Visual tokens for one temporal slot of frames of height x width pixels."""
-        v = self.vision
-        _, kh, kw = self.patchify_kernel
-        gh, gw = height // v.patch_size, width // v.patch_size
-        return -(-gh // kh) * -(-gw // kw)
+        return self.layout().tokens_per_slot(height, width)
 
     def num_visual_tokens(self, frames: int, height: int, width: int, timestamps=None) -> int:
         """Embedding positions one video takes, markers (and time labels) included."""
-        slots = -(-frames // self.slot_frames)
-        n = slots * self.tokens_per_slot(height, width) + slots + 2  # <eof>/<eov> per slot, start, end
-        if self.time_labels is not None:
-            if timestamps is None or len(timestamps) != frames:
-                raise ValueError("a model with time labels needs one timestamp per frame to count its tokens")
-            n += sum(len(s) for s in self.slot_labels(timestamps))
-        return n
+        return self.layout().length(frames, height, width, timestamps)
 
     def slot_labels(self, timestamps) -> list[str]:
         """The time label of every temporal slot: the start time of its first frame."""
-        return [time_label(t) for t in list(timestamps)[:: self.slot_frames]]
+        return self.layout().slot_labels(timestamps)
 
     def label_ids(self, label: str) -> list[int]:
         return [self.time_labels[TIME_LABEL_CHARS.index(c)] for c in label]

@@ -12,10 +12,13 @@ Data flow for one video (shapes for the 8B default at 448 px, 64 frames):
 With ``config.time_labels`` (ours) each slot is preceded by its start time as text, embedded
 with the LLM's own token embeddings: <vi_start> "0.5s" G1 <eof> "2.5s" G2 ... Gn <eov> <vi_end>.
 
-The LLM is transformers' ``LlamaForCausalLM``, reused as is. Sequences are token-id
-tensors in which a negative id ``-(k+1)`` stands for row ``k`` of the batch's visual
-rows (video blocks concatenated in order): the embedding step swaps them in. Marker
-embeddings are learned vectors outside the vocabulary, so no text can produce them.
+The LLM is transformers' ``LlamaForCausalLM``, reused as is. ``input_ids`` are ordinary
+token ids; each medium is a run of its placeholder id (``config.video_token_id`` /
+``image_token_id``, kangaroo/model/tokens.py) as long as its block, written by the processor
+(processing.py), and the embedding step writes the blocks into those runs in order. Marker
+embeddings are learned vectors outside the vocabulary, so no text can produce them. The model
+inherits ``GenerationMixin``: ``model.generate(**processor(...))`` encodes the media once, in
+the prefill, and decodes with the KV cache.
 
 Packing: ``segment_ids`` [B, L] (0 = padding, 1.. = sample) give position ids that
 restart per sample and keep attention inside each sample (one causal SDPA call per
@@ -25,11 +28,16 @@ implementations), so a packed row computes exactly what its samples compute alon
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LlamaForCausalLM, PreTrainedModel
+from transformers import GenerationConfig, GenerationMixin, LlamaForCausalLM, PreTrainedModel
+from transformers.utils import ModelOutput
 
+from ..compat import CACHE_ARG
+from ..prompts import IGNORE_INDEX
 from . import attention as packed_attention
 from .config import TIME_LABEL_CHARS, KangarooConfig
 from .patchify import SpatialTemporalPatchify
@@ -37,11 +45,27 @@ from .projector import build_projector
 from .temporal import TemporalEmbedding
 from .vision import EVAVisionTower
 
-IGNORE = -100
 VI_START, EOF, EOV, VI_END = range(4)  # rows of ``markers``
 
 
-class KangarooForConditionalGeneration(PreTrainedModel):
+def _output_class():
+    """The output dataclass, its cache field named as this transformers version names it (compat.py)."""
+    fields = [("loss", torch.Tensor | None, None), ("logits", torch.Tensor | None, None),
+              (CACHE_ARG, object, None), ("loss_sum", torch.Tensor | None, None), ("n_tokens", int | None, None)]
+    from dataclasses import field, make_dataclass
+
+    cls = make_dataclass("KangarooOutput", [(n, t, field(default=d)) for n, t, d in fields], bases=(ModelOutput,))
+    cls.__doc__ = """With labels: ``loss`` (mean over answer tokens), ``loss_sum`` and ``n_tokens`` (for a mean over a
+    whole step); logits are computed only where a label is set and not returned. Without labels: ``logits``
+    [B, logits_to_keep or L, vocab] and the KV cache (``cache``, or ``past_key_values`` before transformers 5.2x)."""
+    cls.__module__ = __name__
+    return cls
+
+
+KangarooOutput = _output_class()
+
+
+class KangarooForConditionalGeneration(PreTrainedModel, GenerationMixin):
     config_class = KangarooConfig
     base_model_prefix = ""
     main_input_name = "input_ids"
@@ -65,6 +89,9 @@ class KangarooForConditionalGeneration(PreTrainedModel):
         if config.tie_word_embeddings:
             self._tied_weights_keys = {"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"}
         self.post_init()
+        tc = config.text_config
+        self.generation_config = GenerationConfig(bos_token_id=tc.bos_token_id, eos_token_id=tc.eos_token_id,
+                                                  pad_token_id=getattr(tc, "pad_token_id", None))
 
     def switch_tpe(self, kind: str) -> None:
         """Change the temporal position embedding's kind in place (the tpe ablation forks here).
@@ -134,15 +161,33 @@ class KangarooForConditionalGeneration(PreTrainedModel):
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
         self.vision_tower.gradient_checkpointing = True
-        self.language_model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs or {"use_reentrant": False})
+        lm = self.language_model  # transformers renamed it activation checkpointing (the old name warns)
+        fn = getattr(lm, "activation_checkpointing_enable", None) or lm.gradient_checkpointing_enable
+        fn(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs or {"use_reentrant": False})
+
+    def gradient_checkpointing_disable(self):
+        self.vision_tower.gradient_checkpointing = False
+        lm = self.language_model
+        (getattr(lm, "activation_checkpointing_disable", None) or lm.gradient_checkpointing_disable)()
+
+    activation_checkpointing_enable = gradient_checkpointing_enable
+    activation_checkpointing_disable = gradient_checkpointing_disable
 
     # ---- video -> embeddings -------------------------------------------------------------
-    def encode_video(self, pixels: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
+    def tower_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [T, 3, H, W] -> the tower's patch tokens [T, H/14, W/14, C], ``frame_chunk`` frames at a time
+        (frames are independent here: a per-frame encoder cache can keep these)."""
+        dtype = self.vision_tower.patch_embed.proj.weight.dtype
+        c = max(1, self.config.frame_chunk)
+        return torch.cat([self.vision_tower(pixels[s: s + c].to(dtype)) for s in range(0, pixels.shape[0], c)])
+
+    def encode_video(self, pixels: torch.Tensor, timestamps: torch.Tensor,
+                     features: torch.Tensor | None = None) -> torch.Tensor:
         """pixels [T, 3, H, W], timestamps [T] seconds -> [slots, tokens_per_slot, d].
 
         Frames go through the tower in chunks (a multiple of the temporal kernel), each
         chunk patchified and projected at once, so memory holds one chunk's features.
+        ``features`` ([T, gh, gw, C], from ``tower_features``) skips the tower.
         """
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise ValueError(f"pixels must be [T, 3, H, W], got {tuple(pixels.shape)}")
@@ -156,7 +201,7 @@ class KangarooForConditionalGeneration(PreTrainedModel):
         out = []
         for s in range(0, pixels.shape[0], chunk):
             px, ts = pixels[s : s + chunk].to(dtype), timestamps[s : s + chunk]
-            feats = self.vision_tower(px)  # [t, gh, gw, C]
+            feats = self.vision_tower(px) if features is None else features[s : s + chunk]  # [t, gh, gw, C]
             tpe = self.temporal_embed(ts.to(feats.device))
             if tpe is not None:
                 if self.config.tpe == "index":  # index of the frame in the whole video
@@ -196,6 +241,24 @@ class KangarooForConditionalGeneration(PreTrainedModel):
             return None
         return torch.cat([self.video_block(self.encode_video(p, t), t) for p, t in videos], dim=0)
 
+    @staticmethod
+    def split_media(pixel_values: torch.Tensor, frame_timestamps: torch.Tensor,
+                    media_frames: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The processor's flat [sum T, ...] tensors -> [(pixels, timestamps)] per medium."""
+        if frame_timestamps is None or frame_timestamps.shape[0] != pixel_values.shape[0]:
+            raise ValueError("pixel_values need frame_timestamps, one per frame")
+        sizes = [int(n) for n in media_frames] if media_frames is not None else [pixel_values.shape[0]]
+        if sum(sizes) != pixel_values.shape[0] or min(sizes, default=1) < 1:
+            raise ValueError(f"media_frames {sizes} do not add up to the {pixel_values.shape[0]} frames given")
+        return list(zip(pixel_values.split(sizes), frame_timestamps.split(sizes)))
+
+    def media_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, L] bool: the positions of media placeholders."""
+        ids = [i for i in (self.config.video_token_id, self.config.image_token_id) if i is not None]
+        if not ids:
+            return torch.zeros_like(input_ids, dtype=torch.bool)
+        return torch.isin(input_ids, torch.tensor(ids, device=input_ids.device))
+
     def dummy_visual_loss(self) -> torch.Tensor:
         """0 * the visual path on one blank frame: gives every visual parameter a (zero)
         gradient, which sharded training needs on a rank whose batch has no video."""
@@ -206,17 +269,20 @@ class KangarooForConditionalGeneration(PreTrainedModel):
 
     # ---- sequences -----------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
-        """input_ids [B, L] (negative = visual row) -> [B, L, d]."""
+        """input_ids [B, L] -> [B, L, d], the media blocks ``visual`` [N, d] written into the placeholder
+        runs in order. With fewer placeholders than rows (one sequence whose start is in the KV cache),
+        the last rows fill them: the uncached part of a sequence is always its end."""
         emb = self.get_input_embeddings()
-        is_vis = input_ids < 0
-        x = emb(input_ids.clamp(min=0))
-        if is_vis.any():
+        is_vis = self.media_mask(input_ids)
+        x = emb(input_ids.masked_fill(is_vis, 0))  # placeholders may lie past the table: never looked up
+        n = int(is_vis.sum())
+        if n:
             if visual is None:
-                raise ValueError("input_ids reference visual rows but no video was given")
-            rows = (-input_ids[is_vis] - 1).long()
-            if rows.max() >= visual.shape[0]:
-                raise ValueError(f"visual row {int(rows.max())} out of range ({visual.shape[0]} rows)")
-            x = x.masked_scatter(is_vis[..., None], visual[rows].to(x.dtype))
+                raise ValueError(f"input_ids hold {n} media placeholder positions but no media was given")
+            if n > visual.shape[0] or (n < visual.shape[0] and input_ids.shape[0] != 1):
+                raise ValueError(f"{n} media placeholder positions for {visual.shape[0]} visual rows: the processor "
+                                 "and the model disagree on the media's length (frames per slot, time labels?)")
+            x = x.masked_scatter(is_vis[..., None], visual[visual.shape[0] - n:].to(x.dtype))
         return x
 
     @staticmethod
@@ -245,19 +311,30 @@ class KangarooForConditionalGeneration(PreTrainedModel):
         first = torch.cummax(torch.where(starts, idx, torch.zeros_like(idx)), dim=1).values
         return idx - first
 
-    def forward(self, input_ids: torch.Tensor, videos: list | None = None, visual: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
+                frame_timestamps: torch.Tensor | None = None, media_frames: torch.Tensor | None = None,
+                media_embeds: torch.Tensor | None = None, videos: list | None = None,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                past_key_values=None, use_cache: bool = False, logits_to_keep: int = 0, **kwargs):
-        """Training / scoring forward.
+                past_key_values=None, cache=None, labels: torch.Tensor | None = None,
+                segment_ids: torch.Tensor | None = None,
+                use_cache: bool | None = None, cache_position: torch.Tensor | None = None, logits_to_keep: int = 0,
+                **kwargs) -> KangarooOutput:
+        """Media come as the processor's ``pixel_values`` + ``frame_timestamps`` + ``media_frames``, as a
+        list ``videos`` of (pixels [T, 3, H, W], timestamps [T]) (training), or already encoded as
+        ``media_embeds`` [N, d] (every block in order, from ``visual_rows``: a video asked about many
+        times is encoded once).
 
-        With ``labels``: returns dict(loss=mean over answer tokens, loss_sum, n_tokens). Logits
-        are computed only where a label is set (a 22k-token sequence never materialises
-        [L, vocab]). Without: dict(logits for the last ``logits_to_keep`` positions (0 = all),
-        past_key_values).
+        With ``labels``: loss = mean over answer tokens (also ``loss_sum``, ``n_tokens``); logits are
+        computed only where a label is set (a 22k-token sequence never materialises [L, vocab]).
+        Without: logits for the last ``logits_to_keep`` positions (0 = all) and ``past_key_values``.
+        ``segment_ids`` [B, L] (0 = padding) pack several samples in a row (module docstring).
         """
-        if visual is None and videos:
-            visual = self.visual_rows(videos)
+        cache = cache if cache is not None else past_key_values  # the name depends on the version (compat.py)
+        visual = media_embeds
+        if visual is None and self.media_mask(input_ids).any():
+            if pixel_values is not None:
+                videos = self.split_media(pixel_values, frame_timestamps, media_frames)
+            visual = self.visual_rows(videos or [])
         x = self.embed(input_ids, visual)
         llm = self.llm()
         extra = {}
@@ -267,22 +344,34 @@ class KangarooForConditionalGeneration(PreTrainedModel):
                 extra["kangaroo_segments"] = packed_attention.segments_of(segment_ids)
             else:  # eager or another implementation: the dense block-diagonal mask
                 attention_mask, position_ids = self.packing_mask(segment_ids, x.dtype)
+        extra[CACHE_ARG] = cache
         out = llm.model(inputs_embeds=x, attention_mask=attention_mask, position_ids=position_ids,
-                        past_key_values=past_key_values, use_cache=use_cache, **extra)
+                        use_cache=use_cache, cache_position=cache_position, **extra)
         h = out.last_hidden_state
         head = llm.lm_head
         if labels is None:
             h = h[:, -logits_to_keep:] if logits_to_keep else h
-            return {"logits": head(h).float(), "past_key_values": out.past_key_values}
+            return KangarooOutput(logits=head(h).float(), **{CACHE_ARG: getattr(out, CACHE_ARG)})
         tgt = labels[:, 1:]
-        sel = tgt != IGNORE
+        sel = tgt != IGNORE_INDEX
         n = int(sel.sum())
         if n == 0:
             zero = h.sum() * 0.0
-            return {"loss": zero, "loss_sum": zero, "n_tokens": 0}
+            return KangarooOutput(loss=zero, loss_sum=zero, n_tokens=0)
         logits = head(h[:, :-1][sel]).float()
         loss_sum = F.cross_entropy(logits, tgt[sel], reduction="sum")
-        return {"loss": loss_sum / n, "loss_sum": loss_sum, "n_tokens": n}
+        return KangarooOutput(loss=loss_sum / n, loss_sum=loss_sum, n_tokens=n)
+
+    def prepare_inputs_for_generation(self, input_ids, pixel_values=None, frame_timestamps=None, media_frames=None,
+                                      media_embeds=None, **kwargs):
+        """transformers' own preparation; the media go along only to a step whose input holds their
+        placeholders (the prefill, or the uncached rest of a prompt), never to decoding steps."""
+        inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        ids = inputs.get("input_ids")
+        if ids is not None and self.media_mask(ids).any():
+            inputs.update(pixel_values=pixel_values, frame_timestamps=frame_timestamps, media_frames=media_frames,
+                          media_embeds=media_embeds)
+        return inputs
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

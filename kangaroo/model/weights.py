@@ -39,6 +39,15 @@ def load_model(name_or_dir: str, device: str = "cpu", dtype: torch.dtype | None 
     return model.to(device).eval(), tok
 
 
+def load(name_or_dir: str, device: str = "cpu", dtype: torch.dtype | None = None):
+    """(model, processor) for a built-in name (``kangaroo-smol``) or a model folder (full or compact),
+    the way transformers users expect: ``model.generate(**processor.apply_chat_template(...))``."""
+    from .processing import KangarooProcessor
+
+    model, tok = load_model(name_or_dir, device=device, dtype=dtype)
+    return model, KangarooProcessor.from_config(model.config, tok)
+
+
 def apply_lora(model: KangarooForConditionalGeneration, r: int, alpha: int, dropout: float, targets: list[str]):
     """Wrap the LLM with PEFT LoRA adapters (in place); only the adapters train."""
     from peft import LoraConfig, get_peft_model
@@ -75,8 +84,16 @@ def save_model(model: KangarooForConditionalGeneration, tokenizer, out: str, bas
         model.config.save_pretrained(tmp)
         with open(os.path.join(tmp, META), "w") as f:
             json.dump({"format": "compact", "base_llm": base_llm, "lora": lora}, f, indent=1)
-    if tokenizer is not None and base_llm is None:  # compact: the base LLM's package has the tokenizer
-        tokenizer.save_pretrained(tmp)
+    if tokenizer is not None:
+        from .processing import KangarooProcessor
+
+        proc = KangarooProcessor.from_config(model.config, tokenizer)
+        if base_llm is None:  # a full folder: tokenizer, chat template and processor, for AutoProcessor
+            proc.save_pretrained(tmp)
+            model.config.save_pretrained(tmp)  # with the placeholder ids the processor settled
+        else:  # compact: the base LLM's package has the tokenizer; the processor's settings are kept
+            proc.to_json_file(os.path.join(tmp, "processor_config.json"))
+            model.config.save_pretrained(tmp)
     if os.path.exists(out):
         import shutil
 

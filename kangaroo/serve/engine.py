@@ -1,6 +1,6 @@
 """The serving engine: one model, a bounded queue, and two caches.
 
-- Visual cache: (video content hash, sampling settings) -> visual rows + frame thumbnails,
+- Visual cache: (video identity, sampling settings) -> visual rows + frame thumbnails,
   LRU within a byte budget. Another user asking about the same video pays nothing.
 - Prefix cache: per video, the last conversation's KV cache; a follow-up request (which,
   OpenAI style, re-sends the history) reuses the longest cached prefix.
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from ..model.chat import Conversation, GenerationConfig, KangarooChat
 from ..video import DecodeOptions, SamplingConfig, load_video, probe
 from ..video.image import is_image_file, jpeg_data_url, load_image
-from .media import MediaError, MediaPolicy, resolve_video, sha256_file
+from ..video.identity import video_identity
+from .media import MediaError, MediaPolicy, resolve_video
 
 
 @dataclass
@@ -126,9 +127,10 @@ class Engine:
         """Visual rows for ``url`` under ``sampling``; (encoded, was it cached)."""
         path = resolve_video(self.policy, url)
         name = os.path.basename(path)
-        # files in the store are named by their hash already; hash anything else once here
+        # files in the store are named by their hash already; anything else by its identity (path, inode and
+        # first blocks: stable while the file grows, new when it is replaced; never a read of the whole file)
         digest = name.split(".")[0] if os.path.dirname(path) == os.path.abspath(self.policy.store) and \
-            name.startswith("file-") else "file-" + sha256_file(path)[:32]  # same key as its upload would get
+            name.startswith("file-") else "vid-" + (video_identity(path) or "unreadable")
         key = digest + ":" + json.dumps(sampling.to_dict(), sort_keys=True)
         hit = self.visual.get(key)
         if hit is not None:

@@ -22,6 +22,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+from ..prompts import LETTERS
 from .qa import mc_prompt, questions
 from .render import write_video
 from .timeline import SynthConfig, make_timeline
@@ -171,7 +172,7 @@ def _conversation(video: str, items: list[dict], seed: int) -> dict:
     for k, q in enumerate(items):
         if "candidates" in q and rng.random() < 0.5:
             ask = mc_prompt(q["question"], q["candidates"])
-            reply = "ABCDEFGH"[q["answer_index"]]
+            reply = LETTERS[q["answer_index"]]
         else:
             ask, reply = q["question"], q["answer"]
         if k == 0:
@@ -190,5 +191,5 @@ def mc_conversation(video: str, items: list[dict], seed: int) -> dict:
         q = mc[int(k)]
         ask = mc_prompt(q["question"], q["candidates"])
         turns += [{"from": "human", "value": ("<video>\n" if not turns else "") + ask},
-                  {"from": "gpt", "value": "ABCDEFGH"[q["answer_index"]]}]
+                  {"from": "gpt", "value": LETTERS[q["answer_index"]]}]
     return {"id": os.path.splitext(os.path.basename(video))[0], "video": video, "conversations": turns}

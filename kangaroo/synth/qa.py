@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..prompts import LETTERS, mc_prompt  # noqa: F401  (the one multiple-choice prompt, re-exported)
 from ..registry import Registry
 from .timeline import COLORS, NEEDLE_SHAPES, SHAPES, Timeline
 
 FAMILIES: Registry = Registry("question family")
-LETTERS = "ABCDEFGH"
 
 
 def article(name: str) -> str:
@@ -177,8 +177,3 @@ def questions(tl: Timeline, seed: int, families: list[str] | None = None) -> lis
     for fam in families or FAMILIES.names():
         out.extend(FAMILIES.get(fam)(tl, rng))
     return out
-
-
-def mc_prompt(question: str, candidates: list[str]) -> str:
-    opts = "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(candidates))
-    return f"{question}\nOptions:\n{opts}\nAnswer with the option's letter from the given choices directly."

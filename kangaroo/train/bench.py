@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from ..prompts import IGNORE_INDEX
 from .data import Encoded
 from .packing import greedy_rows, pack_row, pad_batch, to_device
 
@@ -37,14 +38,16 @@ MIXES = {
 
 def make_samples(config, n: int, seed: int = 0, size: int = 112, frames=(4, 8, 16, 32)) -> list[Encoded]:
     rng = np.random.default_rng(seed)
+    if config.video_token_id is None:  # no tokenizer here: the id tokens.py adds for one without reserved tokens
+        config.video_token_id = config.text_config.vocab_size
     out = []
     for _ in range(n):
         t = int(rng.choice(frames))
         n_vis = config.num_visual_tokens(t, size, size, list(range(t)))
         prompt = rng.integers(10, 1000, int(rng.integers(20, 60))).tolist()
         answer = rng.integers(10, 1000, int(rng.integers(2, 40))).tolist()
-        ids = prompt[:5] + [-(k + 1) for k in range(n_vis)] + prompt[5:] + answer
-        labels = [-100] * (len(ids) - len(answer)) + answer
+        ids = prompt[:5] + [config.video_token_id] * n_vis + prompt[5:] + answer
+        labels = [IGNORE_INDEX] * (len(ids) - len(answer)) + answer
         out.append(Encoded(ids, labels, torch.randn(t, 3, size, size), torch.arange(t).float()))
     return out
 

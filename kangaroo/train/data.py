@@ -23,13 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..model.chat import PromptBuilder
-from ..synth.qa import mc_prompt
+from ..prompts import IGNORE_INDEX as IGNORE
+from ..prompts import LETTERS, ChatRenderer, mc_prompt
 from ..video import DecodeOptions, SamplingConfig, load_video
 from ..video.preprocess import PreprocessConfig, preprocess_frames
 from .recipe import DataSource, Recipe
 
-IGNORE = -100
 _ROLE = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
@@ -45,7 +44,7 @@ class Sample:
 def mc_messages(question: str, candidates: list[str], answer: int, video: bool) -> list[dict]:
     """One multiple-choice round: the benchmark-style prompt, the answer's letter as the reply."""
     return [{"role": "user", "content": mc_prompt(question, candidates), "video": video},
-            {"role": "assistant", "content": "ABCDEFGH"[answer]}]
+            {"role": "assistant", "content": LETTERS[answer]}]
 
 
 def shuffled(sample: Sample, rng) -> Sample:
@@ -118,19 +117,10 @@ def to_samples(src: DataSource) -> list[Sample]:
     return out
 
 
-def tokenize(builder: PromptBuilder, messages: list[dict], n_visual: int) -> tuple[list[int], list[int]]:
-    """(ids, labels): labels are the ids on assistant turns (their end token included), else -100."""
-    ids = builder.build(messages, n_visual, add_generation_prompt=False)
-    labels = [IGNORE] * len(ids)
-    for k, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        before = builder.build(messages[:k], n_visual, add_generation_prompt=True)
-        upto = builder.build(messages[: k + 1], n_visual, add_generation_prompt=False)
-        if ids[: len(before)] != before or ids[: len(upto)] != upto:
-            raise ValueError("the chat template does not render conversations prefix-consistently")
-        labels[len(before) : len(upto)] = ids[len(before) : len(upto)]
-    return ids, labels
+def tokenize(renderer: ChatRenderer, messages: list[dict], n_visual: int) -> tuple[list[int], list[int]]:
+    """(ids, labels): labels are the ids on assistant turns (their end token included), else IGNORE;
+    the medium (if any) is a run of ``n_visual`` placeholder ids."""
+    return renderer.labelled(messages, [n_visual] if n_visual else [])
 
 
 def stage_sampling(recipe: Recipe, span: tuple[float, float] | None = None) -> SamplingConfig:
@@ -141,7 +131,7 @@ def stage_sampling(recipe: Recipe, span: tuple[float, float] | None = None) -> S
 
 @dataclass
 class Encoded:
-    ids: list[int]  # negative = visual row of this sample's own video block
+    ids: list[int]  # the sample's medium is a run of its placeholder id
     labels: list[int]
     pixels: torch.Tensor | None  # [T, 3, H, W]
     timestamps: torch.Tensor | None  # [T]
@@ -163,7 +153,7 @@ def load_media(sample: Sample, recipe: Recipe, patch: int) -> tuple[torch.Tensor
     return preprocess_frames(f.frames, pre), torch.as_tensor(ts, dtype=torch.float32)
 
 
-def encode_sample(sample: Sample, recipe: Recipe, builder: PromptBuilder, config) -> Encoded:
+def encode_sample(sample: Sample, recipe: Recipe, builder: ChatRenderer, config) -> Encoded:
     pixels = ts = None
     n_vis = 0
     if sample.media is not None:

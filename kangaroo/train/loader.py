@@ -13,7 +13,8 @@ import multiprocessing as mp
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from ..model.chat import PromptBuilder
+from ..model.tokens import ensure_media_tokens
+from ..prompts import ChatRenderer
 from .data import Encoded, Mixture, encode_sample
 from .recipe import Recipe
 
@@ -23,7 +24,7 @@ class _Encoder:
 
     mixture: Mixture | None = None
     recipe: Recipe | None = None
-    builder: PromptBuilder | None = None
+    builder: ChatRenderer | None = None
     config = None
 
 
@@ -32,7 +33,7 @@ def _init(recipe: Recipe, tokenizer, config, threads: int) -> None:
 
     torch.set_num_threads(threads)
     _Encoder.recipe, _Encoder.config = recipe, config
-    _Encoder.mixture, _Encoder.builder = Mixture(recipe), PromptBuilder(tokenizer)
+    _Encoder.mixture, _Encoder.builder = Mixture(recipe), ChatRenderer(tokenizer, ensure_media_tokens(tokenizer))
 
 
 def _encode(index: int) -> Encoded:
@@ -65,7 +66,7 @@ def _worker_context():
 class SampleLoader:
     def __init__(self, recipe: Recipe, mixture: Mixture, tokenizer, config, workers: int = 0, depth: int = 8):
         self.recipe, self.mixture, self.config = recipe, mixture, config
-        self.builder = PromptBuilder(tokenizer)
+        self.builder = ChatRenderer(tokenizer, ensure_media_tokens(tokenizer))
         self.depth = max(depth, 4 * workers)  # enough in flight to keep every worker busy
         self.pending: dict[int, Future] = {}
         self.pool = None

@@ -1,7 +1,7 @@
 """Pack several samples (different frame counts and sizes) into one row.
 
-Each sample keeps its own video block: negative ids are shifted so they index the
-row's concatenated visual rows; ``segment_ids`` number the samples so the model's
+Each sample keeps its own video block (a run of placeholder ids; the model fills the runs
+with the row's videos in order); ``segment_ids`` number the samples so the model's
 mask keeps them apart and restarts position ids. ``pad_batch`` is the classic
 alternative (one sample per row, padded to the longest) that the benchmark compares.
 """
@@ -15,15 +15,12 @@ from .data import IGNORE, Encoded
 
 def pack_row(samples: list[Encoded]) -> dict:
     ids, labels, seg, videos = [], [], [], []
-    offset = 0
     for k, s in enumerate(samples):
-        n_vis = sum(1 for i in s.ids if i < 0)
-        ids.extend(i - offset if i < 0 else i for i in s.ids)
+        ids.extend(s.ids)
         labels.extend(s.labels)
         seg.extend([k + 1] * len(s.ids))
         if s.pixels is not None:
             videos.append((s.pixels, s.timestamps))
-            offset += n_vis
     return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "labels": torch.tensor([labels], dtype=torch.long),
@@ -36,16 +33,13 @@ def pad_batch(samples: list[Encoded], pad_id: int = 0) -> dict:
     """One sample per row, right-padded to the longest (segment 0 = padding)."""
     L = max(len(s) for s in samples)
     ids, labels, seg, videos = [], [], [], []
-    offset = 0
     for s in samples:
-        n_vis = sum(1 for i in s.ids if i < 0)
         pad = L - len(s)
-        ids.append([i - offset if i < 0 else i for i in s.ids] + [pad_id] * pad)
+        ids.append(list(s.ids) + [pad_id] * pad)
         labels.append(list(s.labels) + [IGNORE] * pad)
         seg.append([1] * len(s) + [0] * pad)
         if s.pixels is not None:
             videos.append((s.pixels, s.timestamps))
-            offset += n_vis
     return {
         "input_ids": torch.tensor(ids, dtype=torch.long),
         "labels": torch.tensor(labels, dtype=torch.long),

@@ -4,7 +4,7 @@ The paper starts from EVA02-CLIP, a tower already pre-trained on billions of ima
 pairs; a small tower trained from scratch (kangaroo-smol's) has no such start, and
 learning to see only through the gradient of a frozen LLM's answer loss is slow: after
 the language-model stages its features were no better than a random tower's under a
-linear probe (README). This stage (``objective: tags``) does the tower's pre-training
+linear probe (docs/kangaroo-smol.md). This stage (``objective: tags``) does the tower's pre-training
 the cheap way CatLIP does (Mehta et al., 2024): multi-label classification of the words
 and word pairs of each image's caption ("red", "circle", "red circle"), with a linear
 head on the pooled patch features. No LLM runs, so one step costs a few milliseconds

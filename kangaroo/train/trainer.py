@@ -20,7 +20,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
-from ..model.chat import PromptBuilder
+from ..model.tokens import ensure_media_tokens
+from ..prompts import ChatRenderer
 from ..model.modeling import KangarooForConditionalGeneration
 from .data import Encoded, Mixture
 from .loader import SampleLoader, auto_workers
@@ -60,6 +61,9 @@ def build_model(recipe: Recipe, previous: str | None = None):
         model.set_time_labels(tok if recipe.time_labels else None)
     if recipe.frames_per_slot is not None:
         model.set_frames_per_slot(recipe.frames_per_slot)
+    from ..model.processing import KangarooProcessor
+
+    KangarooProcessor.from_config(model.config, tok)  # the placeholders: in the tokenizer and the config
     return model, tok, base
 
 
@@ -132,7 +136,7 @@ class Trainer:
         self.model, self.tok, self.base_llm = build_model(recipe, previous)
         set_trainable(self.model, recipe)
         self.model.to(self.device).train()
-        self.builder = PromptBuilder(self.tok)
+        self.builder = ChatRenderer(self.tok, ensure_media_tokens(self.tok))
         self.mixture = Mixture(recipe)
         self.loader = SampleLoader(recipe, self.mixture, self.tok, self.model.config,
                                    workers=auto_workers(recipe.data_workers, self.device.type == "cuda"))

@@ -27,7 +27,7 @@ def test_sign_test_exact_values():
     assert sign_test(0, 0) == 1.0
     assert sign_test(6, 0) == pytest.approx(2 / 64)
     assert sign_test(3, 3) == 1.0
-    # 24 vs 18 (the 6c -> 6d comparison in the README): 2 * P(X <= 18), X ~ Bin(42, 1/2)
+    # 24 vs 18 (the 6c -> 6d comparison in docs/kangaroo-smol.md): 2 * P(X <= 18), X ~ Bin(42, 1/2)
     assert sign_test(24, 18) == pytest.approx(2 * sum(math.comb(42, i) for i in range(19)) / 2**42)
     assert sign_test(24, 18) == sign_test(18, 24)
 

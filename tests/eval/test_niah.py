@@ -19,14 +19,14 @@ def test_needle_suite_likelihood_scores_each_case(tmp_path, tiny_chat_model, smo
 
     kc = KangarooChat(tiny_chat_model, smol_tokenizer)
     calls = []
-    real = kc.score_options
+    real = kc.score_options_many
 
-    def spy(visual, question, options):
-        calls.append((visual.shape[0], question, tuple(options)))
-        return real(visual, question, options)
+    def spy(visual, questions, options):
+        calls.append((visual.shape[0], questions[0], tuple(options[0])))
+        return real(visual, questions, options)
 
-    monkeypatch.setattr(kc, "score_options", spy)
-    monkeypatch.setattr(kc, "ask", lambda *a, **k: pytest.fail("likelihood scoring must not generate"))
+    monkeypatch.setattr(kc, "score_options_many", spy)
+    monkeypatch.setattr(kc, "ask_batch", lambda *a, **k: pytest.fail("likelihood scoring must not generate"))
     res = needle_suite(kc, str(tmp_path), frame_counts=(2, 4), depths=(0.5,), duration=16.0, per_cell=1,
                        progress=False, mc_scoring="likelihood")
     assert res["mc_scoring"] == "likelihood" and len(calls) == 2

@@ -143,7 +143,7 @@ def _sample(tiny, t, n_text, seed):
     g = torch.Generator().manual_seed(seed)
     video = (torch.randn(t, 3, 56, 56, generator=g), torch.arange(t).float()) if t else None
     v = tiny.config.num_visual_tokens(t, 56, 56) if t else 0
-    ids = torch.cat([torch.randint(3, 256, (3,), generator=g), -torch.arange(1, v + 1),
+    ids = torch.cat([torch.randint(3, 256, (3,), generator=g), torch.full((v,), tiny.config.video_token_id),
                      torch.randint(3, 256, (n_text,), generator=g)])
     labels = ids.clone()
     labels[: len(ids) - n_text + 2] = -100
@@ -198,14 +198,13 @@ def _packed_equals_separate(tiny):
         total += out["loss_sum"].item()
     sep_grads = {k: p.grad.clone() for k, p in tiny.named_parameters() if p.grad is not None}
     tiny.zero_grad()
-    offset, ids_p, lab_p, seg, videos = 0, [], [], [], []
+    ids_p, lab_p, seg, videos = [], [], [], []
     for k, (ids, labels, video) in enumerate(samples):
-        ids_p.append(torch.where(ids < 0, ids - offset, ids))
+        ids_p.append(ids)
         lab_p.append(labels)
         seg.append(torch.full_like(ids, k + 1))
         if video is not None:
             videos.append(video)
-            offset += int((ids < 0).sum())
     pad = 5
     ids_p.append(torch.zeros(pad, dtype=torch.long))
     lab_p.append(torch.full((pad,), -100))
@@ -244,7 +243,7 @@ def test_gradient_checkpointing_same_loss_and_grads(tiny):
 
 
 def test_visual_row_errors(tiny):
-    with pytest.raises(ValueError, match="no video"):
-        tiny(torch.tensor([[1, -1, 2]]))
+    with pytest.raises(ValueError, match="no media was given"):
+        tiny(torch.tensor([[1, tiny.config.video_token_id, 2]]))
     with pytest.raises(ValueError, match="one timestamp per frame"):
         tiny.encode_video(torch.randn(3, 3, 56, 56), torch.zeros(2))

@@ -56,12 +56,13 @@ def test_packed_equals_separate_with_labels(tiny):
     for t in (2, 5):
         px, ts = torch.randn(t, 3, 56, 56, generator=g), torch.linspace(0, 11, t)
         v = tiny.config.num_visual_tokens(t, 56, 56, ts.tolist())
-        ids = torch.cat([torch.randint(3, 256, (3,), generator=g), -torch.arange(1, v + 1), torch.randint(3, 256, (6,), generator=g)])
+        ids = torch.cat([torch.randint(3, 256, (3,), generator=g), torch.full((v,), tiny.config.video_token_id),
+                         torch.randint(3, 256, (6,), generator=g)])
         samples.append((ids, (px, ts), v))
     lab = lambda ids: torch.where(torch.arange(len(ids)) >= len(ids) - 5, ids, -100)[None]  # noqa: E731
     sep = [tiny(ids[None], videos=[vid], labels=lab(ids))["loss_sum"] for ids, vid, _ in samples]
     a, b = samples
-    ids = torch.cat([a[0], torch.where(b[0] < 0, b[0] - a[2], b[0])])
+    ids = torch.cat([a[0], b[0]])
     seg = torch.tensor([1] * len(a[0]) + [2] * len(b[0]))
     labels = torch.cat([lab(a[0]), lab(b[0])], dim=1)
     packed = tiny(ids[None], videos=[a[1], b[1]], labels=labels, segment_ids=seg[None])["loss_sum"]

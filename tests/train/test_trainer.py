@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from kangaroo.model import KangarooForConditionalGeneration, tiny_config
-from kangaroo.model.chat import PromptBuilder
+from kangaroo.model.tokens import ensure_media_tokens
+from kangaroo.prompts import ChatRenderer
 from kangaroo.train import Recipe, Trainer, greedy_rows
 from kangaroo.train.data import IGNORE, Mixture, tokenize
 
@@ -67,13 +68,14 @@ def test_recipe_folder_groups_expand_in_order(tmp_path):
 
 
 def test_labels_cover_assistant_turns_only(smol_tokenizer):
-    b = PromptBuilder(smol_tokenizer)
+    b = ChatRenderer(smol_tokenizer, ensure_media_tokens(smol_tokenizer))
     msgs = [{"role": "user", "content": "q1", "video": True}, {"role": "assistant", "content": "answer one"},
             {"role": "user", "content": "q2"}, {"role": "assistant", "content": "B"}]
     ids, labels = tokenize(b, msgs, 4)
     labelled = smol_tokenizer.decode([i for i, lab in zip(ids, labels) if lab != IGNORE])
     assert labelled.replace("\n", "") == "answer one<|im_end|>B<|im_end|>"
-    assert all(lab == IGNORE for i, lab in zip(ids, labels) if i < 0)
+    vid = b.media_ids["video"]
+    assert ids.count(vid) == 4 and all(lab == IGNORE for i, lab in zip(ids, labels) if i == vid)
 
 
 def test_greedy_rows():
@@ -220,7 +222,8 @@ def test_shipped_recipes_parse(monkeypatch):
     monkeypatch.setenv("KANGAROO_DATA", "/data")  # the 8B recipes read their folders from the environment
     monkeypatch.setenv("KANGAROO_INIT", "/models/kangaroo-8b-init")
 
-    files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "*", "*.yaml")))
+    files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "**", "*.yaml"), recursive=True))
+    files = [f for f in files if os.path.basename(f) not in ("curriculum.yaml", "data.yaml")]  # lists, not recipes
     assert len(files) >= 10
     for f in files:
         r = Recipe.load(f)
@@ -237,8 +240,9 @@ def test_pack_bench_samples_account_for_every_token():
     pad = pad_batch(s)
     n = sum(len(x) for x in s)
     assert row["input_ids"].shape[1] == n and int((pad["segment_ids"] > 0).sum()) == n
-    assert int((row["input_ids"] < 0).sum()) == sum(cfg.num_visual_tokens(x.pixels.shape[0], 56, 56) for x in s)
-    assert -int(row["input_ids"].min()) == int((row["input_ids"] < 0).sum())  # rows indexed across videos
+    vis = row["input_ids"] == cfg.video_token_id
+    assert int(vis.sum()) == sum(cfg.num_visual_tokens(x.pixels.shape[0], 56, 56) for x in s)
+    assert len(row["videos"]) == len(s)  # every sample's video, in order
 
 
 def test_prefetching_workers_give_the_same_losses(tmp_path, tiny_dir, synth_dir):
