@@ -246,7 +246,7 @@ def convert_official(src: str, out: str, dtype: torch.dtype = torch.bfloat16, ke
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(os.path.abspath(out)) + ".part-", dir=parent)
     try:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
-        _carry_tokenizer(src, tmp, model)
+        report["media_tokens"] = _carry_tokenizer(src, tmp, model)
         with open(os.path.join(tmp, REPORT), "w") as fh:
             json.dump(report, fh, indent=1)
         if os.path.isdir(out):
@@ -258,10 +258,16 @@ def convert_official(src: str, out: str, dtype: torch.dtype = torch.bfloat16, ke
     return report
 
 
-def _carry_tokenizer(src: str, dst: str, model) -> None:
-    """The release's tokenizer (placeholders from tokens.py recorded in the config), or its files as they are."""
+def _carry_tokenizer(src: str, dst: str, model) -> dict | None:
+    """The release's tokenizer, with the placeholders from tokens.py recorded in the config. Without
+    a tokenizer, a Llama-3 vocabulary (128256) gets Llama-3's reserved_0 / _1 (128002 / 128003);
+    anything else is left unset (reported)."""
     if not os.path.exists(os.path.join(src, "tokenizer_config.json")):
-        return
+        if model.config.text_config.vocab_size == 128256:
+            model.config.video_token_id, model.config.image_token_id = 128002, 128003
+            model.config.save_pretrained(dst)
+            return {"video": 128002, "image": 128003, "from": "Llama-3's reserved special tokens (no tokenizer)"}
+        return None
     from transformers import AutoTokenizer
 
     from .tokens import ensure_media_tokens
@@ -271,3 +277,4 @@ def _carry_tokenizer(src: str, dst: str, model) -> None:
     model.config.video_token_id, model.config.image_token_id = ids["video"], ids["image"]
     model.config.save_pretrained(dst)
     tok.save_pretrained(dst)
+    return {**ids, "from": "tokens.ensure_media_tokens on the release's tokenizer"}

@@ -59,3 +59,14 @@ def test_allow_partial_marks_untrained_parts(tiny, tmp_path):
     assert torch.equal(conv.patchify.conv.weight, tiny.patchify.conv.weight)  # what was found is kept
     assert torch.all(conv.patchify.conv.bias == 0) and conv.markers.abs().sum() > 0  # the rest: fresh init
     assert torch.equal(conv.vision_tower.blocks[0].mlp.w1.weight, tiny.vision_tower.blocks[0].mlp.w1.weight)
+
+
+def test_release_tokenizer_gives_the_placeholders(tiny, tmp_path, smol_tokenizer):
+    src = _release(tiny, tmp_path)
+    smol_tokenizer.save_pretrained(src)
+    out = tmp_path / "out"
+    assert main(["convert", "--official", src, "--out", str(out), "--dtype", "float32"]) == 0
+    rep = json.loads((out / "conversion_report.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["video_token_id"], cfg["image_token_id"]) == (rep["media_tokens"]["video"], rep["media_tokens"]["image"])
+    assert (out / "tokenizer_config.json").exists()
