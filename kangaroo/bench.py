@@ -79,12 +79,24 @@ def _score(args) -> tuple[dict, str]:
     return report, format_score(report)
 
 
+@BENCHMARKS.register("convert")
+def _convert(args) -> tuple[dict, str]:
+    import os
+
+    from .model.bench_convert import bench_convert, format_convert
+
+    report = bench_convert(workdir=os.path.join(args.workdir, "convert"), quick=args.quick, keep=args.keep,
+                           progress=not args.json)
+    return report, format_convert(report)
+
+
 def add_bench_args(p) -> None:
     p.add_argument("name", choices=BENCHMARKS.names())
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quick", action="store_true", help="a smaller run (for smoke tests)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workdir", default=".bench", help="where generated inputs are cached")
+    p.add_argument("--keep", action="store_true", help="convert: keep the generated 8B-shape inputs (~17 GB)")
     p.add_argument("--random-llm", action="store_true", help="pack: an LLM of SmolLM2's shape with random weights "
                    "(timings do not depend on weights)")
     p.add_argument("--lora", action="store_true", help="pack: LoRA adapters on the LLM train too (instruction stages)")

@@ -93,6 +93,12 @@ def cmd_synth(args) -> int:
     base = SynthConfig(fps=args.fps, width=args.width, height=args.height, num_objects=args.objects,
                        scene_cuts=args.cuts, text=args.text, static=args.static, needle=args.needle,
                        uneven=args.uneven)
+    if args.layout == "kangaroo-8b":
+        from .synth.layout import write_8b_layout
+
+        _print_json(write_8b_layout(args.out, args.num_videos, args.long_videos, seed=args.seed,
+                                    progress=not args.quiet, base=base))
+        return 0
     manifest = generate_dataset(args.out, args.num_videos, args.min_seconds, args.max_seconds, seed=args.seed,
                                 base=base, vary=not args.no_vary, progress=not args.quiet,
                                 images_per_video=args.images_per_video, needle_image_share=args.needle_images)
@@ -169,17 +175,31 @@ def cmd_chat(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .model.weights import convert_official
+    import torch
 
-    report = convert_official(args.official, args.out)
+    from .model.convert import convert_official
+
+    report = convert_official(args.official, args.out, dtype=getattr(torch, args.dtype), key_map=args.map,
+                              allow_partial=args.allow_partial, max_shard_size=args.max_shard_size)
     _print_json({k: (v if not isinstance(v, list) else {"count": len(v), "keys": v}) for k, v in report.items()})
+    return 0
+
+
+def cmd_assemble(args) -> int:
+    from .model.assemble import assemble
+
+    rep = assemble(args.vision, args.llm, args.out, image_size=args.image_size, dtype=args.dtype, heads=args.heads,
+                   seed=args.seed, max_shard_size=args.max_shard_size)
+    _print_json({"out": os.path.abspath(args.out), "dtype": rep["dtype"], "image_size": rep["image_size"],
+                 "vision_layout": rep["vision"]["layout"], "vision_ignored": len(rep["vision"]["ignored"]),
+                 "llm_tensors": rep["llm"]["tensors"], "media_tokens": rep["media_tokens"], "files": rep["files"]})
     return 0
 
 
 def cmd_train(args) -> int:
     from .train import Recipe, distributed_session, make_trainer
 
-    recipe = Recipe.load(args.recipe)
+    recipe = Recipe.load(args.recipe, overrides=args.set)
     out = args.out or os.path.join("runs", recipe.name)
     with distributed_session():
         last = make_trainer(recipe, out, previous=args.init_from, progress=not args.quiet).train(resume=args.resume)
@@ -201,7 +221,7 @@ def cmd_curriculum(args) -> int:
     from .train.recipe import check_curriculum
 
     paths = expand_stages(args.recipes)  # a curriculum file lists its stages
-    recipes = [Recipe.load(p) for p in paths]  # every stage checked before the first trains
+    recipes = [Recipe.load(p, overrides=args.set) for p in paths]  # every stage checked before the first trains
     check_curriculum(recipes, paths)
     with distributed_session():
         results = run_curriculum(recipes, args.out, resume=args.resume, progress=not args.quiet)
@@ -353,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-video", type=int, default=0, help="also write still frames as image-text pairs")
     p.add_argument("--needle-images", type=float, default=0.0, metavar="SHARE",
                    help="the fraction of those stills taken while the needle is on screen (default 0)")
+    p.add_argument("--layout", default="synth", choices=["synth", "kangaroo-8b"],
+                   help="kangaroo-8b: the files and formats recipes/kangaroo-8b read (KANGAROO_DATA=OUT)")
+    p.add_argument("--long-videos", type=int, default=2, help="kangaroo-8b layout: videos longer than 64 s")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
 
@@ -382,13 +405,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert the official Kangaroo release to our layout")
     p.add_argument("--official", required=True, help="folder with config.json and pytorch_model.bin")
     p.add_argument("--out", required=True)
+    p.add_argument("--map", default=None, metavar="FILE", help="JSON {official_key: our_key} for names no rule knows")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="convert even if a part would stay at fresh init (the folder's report marks it untrained)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--max-shard-size", default="5GB")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("assemble", help="build a Kangaroo model folder from an EVA02 vision checkpoint + an HF Llama")
+    p.add_argument("--vision", required=True, help="EVA-CLIP .pt, open_clip or timm EVA02 checkpoint (.pt/.bin/.safetensors)")
+    p.add_argument("--llm", required=True, help="an HF Llama folder (sharded or not), with tokenizer + chat template")
+    p.add_argument("--out", required=True, help="the model folder to write (must not exist)")
+    p.add_argument("--image-size", type=int, default=448, help="pos_embed resized to this (default 448)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="auto: the LLM folder's own dtype (LLM tensors bit for bit)")
+    p.add_argument("--heads", type=int, default=None, help="vision heads (default width / 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the new parts' init")
+    p.add_argument("--max-shard-size", default="5GB")
+    p.set_defaults(func=cmd_assemble)
 
     p = sub.add_parser("train", help="train one curriculum stage from a YAML recipe (torchrun for several GPUs)")
     p.add_argument("--recipe", required=True)
     p.add_argument("--out", default=None, help="run folder (default runs/NAME)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     p.add_argument("--init-from", default=None, help="model folder for a recipe whose init is 'previous'")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value (YAML-typed, dotted keys like lora.r; repeatable)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -404,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(recipes/smol/curriculum.yaml)")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="skip finished stages, resume the current one")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value in every stage (YAML-typed, dotted keys like lora.r; repeatable)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_curriculum)
 
@@ -526,7 +570,7 @@ def _main(argv: list[str] | None) -> int:
     except VideoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2

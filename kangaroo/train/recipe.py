@@ -21,6 +21,7 @@ depends on what else happens to be on disk.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 import yaml
@@ -47,9 +48,9 @@ def _names_the_file(load):
     import functools
 
     @functools.wraps(load)
-    def wrapper(cls, path: str):
+    def wrapper(cls, path: str, overrides: list[str] | None = None):
         try:
-            return load(cls, path)
+            return load(cls, path, overrides)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -217,13 +218,17 @@ class Recipe:
 
     @classmethod
     @_names_the_file
-    def load(cls, path: str) -> "Recipe":
+    def load(cls, path: str, overrides: list[str] | None = None) -> "Recipe":
+        """A recipe file; ``${VAR}`` in its values is the environment's VAR (unset: an error
+        naming it), then ``overrides`` (``KEY=VALUE``, as ``--set``) replace values."""
         with open(path) as f:
             d = yaml.safe_load(f) or {}
         if not isinstance(d, dict):
             raise ValueError(f"{path}: a recipe is a YAML mapping")
         import os
 
+        d = substitute_env(d, path)
+        apply_overrides(d, overrides or [])
         base = os.path.dirname(os.path.abspath(path))
 
         def rel(p):  # data paths (and group folders) are relative to the recipe file
@@ -264,3 +269,55 @@ def expand_data(entries: list) -> list:
             for src in sources:
                 out.append({**src, "path": folder.rstrip("/") + "/" + src["path"]})
     return out
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def substitute_env(value, where: str = "recipe"):
+    """``${VAR}`` in every string of a loaded recipe -> the environment's value (an error names an
+    unset one). A value that starts with ``${VAR}`` is a path from where the command runs, so it is
+    made absolute (``${KANGAROO_DATA}/images/x.jsonl`` with KANGAROO_DATA=data)."""
+    import os
+
+    if isinstance(value, dict):
+        return {k: substitute_env(v, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, where) for v in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def get(m):
+        name = m.group(1)
+        if name not in os.environ:
+            raise ValueError(f"{where}: {value!r} needs the environment variable {name}, which is not set")
+        return os.environ[name]
+
+    out = _VAR.sub(get, value)
+    return os.path.abspath(out) if value.startswith("${") and not os.path.isabs(out) else out
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """``KEY=VALUE`` overrides (``--set``) into a recipe dict, in place. VALUE is read as YAML
+    (``2`` an int, ``true`` a bool, ``[a, b]`` a list); KEY may be dotted (``lora.r``)."""
+    names = {f.name for f in dataclasses.fields(Recipe)}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set wants KEY=VALUE, got {item!r}")
+        path = key.split(".")
+        if path[0] not in names:
+            raise ValueError(f"--set {key}: a recipe has no key {path[0]!r}")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+            value = float(value)  # YAML 1.1 reads 3e-4 (no dot) as a string; a learning rate is meant
+        node = d
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                if node.get(part) is not None:
+                    raise ValueError(f"--set {key}: {part!r} is not a mapping")
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+    return d

@@ -48,6 +48,7 @@ def build_model(recipe: Recipe, previous: str | None = None):
         model, tok = build_smol(tpe=recipe.tpe or "sincos", seed=recipe.seed)
         base = SMOL_BASE
     else:
+        init = resolve_8b(init)
         from ..model.hub import resolve_model_path
         from ..model.weights import META
 
@@ -64,6 +65,22 @@ def build_model(recipe: Recipe, previous: str | None = None):
 
     KangarooProcessor.from_config(model.config, tok)  # the placeholders: in the tokenizer and the config
     return model, tok, base
+
+
+def resolve_8b(init: str) -> str:
+    """``init: 8b`` is the folder in $KANGAROO_INIT: ``kangaroo assemble`` output (EVA02-CLIP-L +
+    Llama-3-8B-Instruct, new parts at their stage-1 init) or ``kangaroo convert`` output. Never a
+    random model: unset, or not a model folder, is an error that says how to make one."""
+    if init != "8b":
+        return init
+    path = os.environ.get("KANGAROO_INIT")
+    how = ("make one with `kangaroo assemble --vision EVA02_CLIP_L_psz14_s4B.pt --llm Meta-Llama-3-8B-Instruct "
+           "--out DIR` (or `kangaroo convert`) and set KANGAROO_INIT=DIR (docs/8b.md)")
+    if not path:
+        raise ValueError(f"init: 8b needs the model folder in $KANGAROO_INIT, which is not set: {how}")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise ValueError(f"init: 8b: KANGAROO_INIT={path} is not a model folder (no config.json): {how}")
+    return path
 
 
 def set_trainable(model, recipe: Recipe) -> None:
@@ -335,6 +352,8 @@ def run_curriculum(recipes: list[Recipe], out: str, resume: bool = False, progre
             continue
         t = make_trainer(r, stage_out, previous=previous, progress=progress)
         results.append({"stage": r.name, **t.train(resume=resume)})
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # rank 0 exports the stage's model; no rank may start the next stage before
         previous = os.path.join(stage_out, "model")
     return results
 

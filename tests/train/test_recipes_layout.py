@@ -34,7 +34,9 @@ def smol_recipes() -> list[str]:
     return [f for f in all_recipes() if f.startswith(SMOL + os.sep)]
 
 
-def test_every_recipe_parses():
+def test_every_recipe_parses(monkeypatch):
+    monkeypatch.setenv("KANGAROO_DATA", "/data")  # the 8B recipes read ${KANGAROO_DATA} / ${KANGAROO_INIT}
+    monkeypatch.setenv("KANGAROO_INIT", "/models/kangaroo-8b-init")
     files = all_recipes()
     assert any("/experiments/" in f for f in files) and any("kangaroo-8b" in f for f in files)
     for f in files:  # the 8B recipes' paths may hold ${KANGAROO_DATA}: they are only parsed

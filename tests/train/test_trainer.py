@@ -216,8 +216,11 @@ def test_fsdp_two_processes_gloo(tmp_path, tiny_dir, synth_dir):
         assert (out / "model" / "config.json").exists()
 
 
-def test_shipped_recipes_parse():
+def test_shipped_recipes_parse(monkeypatch):
     import glob
+
+    monkeypatch.setenv("KANGAROO_DATA", "/data")  # the 8B recipes read their folders from the environment
+    monkeypatch.setenv("KANGAROO_INIT", "/models/kangaroo-8b-init")
 
     files = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "**", "*.yaml"), recursive=True))
     files = [f for f in files if os.path.basename(f) not in ("curriculum.yaml", "data.yaml")]  # lists, not recipes
