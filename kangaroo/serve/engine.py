@@ -1,6 +1,6 @@
 """The serving engine: one model, a bounded queue, and two caches.
 
-- Visual cache: (video identity, sampling settings) -> visual rows + frame thumbnails,
+- Visual cache: (video content hash, sampling settings) -> visual rows + frame thumbnails,
   LRU within a byte budget. Another user asking about the same video pays nothing.
 - Prefix cache: per video, the last conversation's KV cache; a follow-up request (which,
   OpenAI style, re-sends the history) reuses the longest cached prefix.
@@ -23,7 +23,7 @@ from ..model.chat import Conversation, GenerationConfig, KangarooChat
 from ..video import DecodeOptions, SamplingConfig, load_video, probe
 from ..video.image import is_image_file, jpeg_data_url, load_image
 from ..video.identity import video_identity
-from .media import MediaError, MediaPolicy, resolve_video
+from .media import MediaError, MediaPolicy, resolve_video, sha256_file
 
 
 @dataclass
@@ -93,6 +93,7 @@ class Engine:
         self.stats = {"requests": 0, "visual_cache_hits": 0, "visual_cache_misses": 0, "largest_batch": 0}
         self.waiting: dict[tuple, list] = {}  # (video key, generation settings) -> [(question, future)]
         self.waiting_lock = threading.Lock()
+        self.content_keys: OrderedDict[tuple, str] = OrderedDict()  # (identity, size, mtime) -> content hash key
 
     # ---- admission ------------------------------------------------------------------------
     def admit(self) -> None:
@@ -123,14 +124,29 @@ class Engine:
         except ValueError as e:
             raise MediaError(400, str(e)) from None
 
+    def content_key(self, path: str) -> str:
+        """"file-" + the SHA-256 of the file's content (the key an upload of the same bytes gets), remembered
+        per (video identity, size, mtime): a file asked about again is not read again; one that grew is."""
+        st = os.stat(path)
+        version = (video_identity(path), st.st_size, st.st_mtime_ns)
+        with self.waiting_lock:
+            key = self.content_keys.get(version)
+        if key is None:
+            key = "file-" + sha256_file(path)[:32]
+            with self.waiting_lock:
+                self.content_keys[version] = key
+                while len(self.content_keys) > 4096:
+                    self.content_keys.popitem(last=False)
+        return key
+
     def encode(self, url: str, sampling: SamplingConfig) -> tuple[Encoded, bool]:
         """Visual rows for ``url`` under ``sampling``; (encoded, was it cached)."""
         path = resolve_video(self.policy, url)
         name = os.path.basename(path)
-        # files in the store are named by their hash already; anything else by its identity (path, inode and
-        # first blocks: stable while the file grows, new when it is replaced; never a read of the whole file)
+        # files in the store are named by their content hash already; anything else is hashed once per
+        # version of the file (its identity, size and mtime), not on every request
         digest = name.split(".")[0] if os.path.dirname(path) == os.path.abspath(self.policy.store) and \
-            name.startswith("file-") else "vid-" + (video_identity(path) or "unreadable")
+            name.startswith("file-") else self.content_key(path)
         key = digest + ":" + json.dumps(sampling.to_dict(), sort_keys=True)
         hit = self.visual.get(key)
         if hit is not None:
