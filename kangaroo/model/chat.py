@@ -256,7 +256,8 @@ class KangarooChat:
     def generate_ids(self, rows: list[list[int]], visual: torch.Tensor | None, gen: GenerationConfig,
                      cache: DynamicCache | None = None, streamer=None, stop_event=None) -> list[list[int]]:
         """``model.generate`` over token rows (left-padded) that all show ``visual`` once each;
-        returns each row's new tokens, up to (not including) its stop token."""
+        returns each row's new tokens, up to (not including) its stop token, and why it ended:
+        "stop" (a stop token), "length" (``max_new_tokens`` reached) or "cancelled"."""
         dev = self.device
         B, L = len(rows), max(len(r) for r in rows)
         ids = torch.full((B, L), self.pad_id, dtype=torch.long, device=dev)
@@ -279,8 +280,13 @@ class KangarooChat:
                                       stopping_criteria=stopping, **{CACHE_ARG: cache}, **kw)
         answers = []
         for row in out[:, L:].tolist():
-            cut = next((k for k, t in enumerate(row) if t in self.stops), len(row))
-            answers.append(row[:cut])
+            cut = next((k for k, t in enumerate(row) if t in self.stops), None)
+            if cut is not None:
+                answers.append((row[:cut], "stop"))
+            elif stop_event is not None and stop_event.is_set():
+                answers.append((row, "cancelled"))
+            else:
+                answers.append((row, "length" if len(row) >= gen.max_new_tokens else "stop"))
         return answers
 
     # ---- chat ----------------------------------------------------------------------------
@@ -333,7 +339,8 @@ class KangarooChat:
             worker.join()
         if "error" in result:
             raise result["error"]
-        out = result["ids"]
+        out, finish = result["ids"]
+        conv.stats[-1].update(completion_tokens=len(out), finish_reason=finish)
         conv.cached_ids = (ids + out)[: conv.cache.get_seq_length()]
         conv.messages.append({"role": "assistant", "content": self.tok.decode(out, skip_special_tokens=True).strip()})
 
@@ -349,17 +356,25 @@ class KangarooChat:
         return self.ask(conv, question, gen), conv
 
     @torch.inference_mode()
-    def ask_batch(self, visual: torch.Tensor | None, questions: list[str], gen: GenerationConfig | None = None) -> list[str]:
+    def ask_batch(self, visual: torch.Tensor | None, questions: list[str], gen: GenerationConfig | None = None,
+                  details: bool = False) -> list:
         """Answer several single-round questions about one video in one ``generate`` batch.
 
         Prompts are left-padded; the attention mask and position ids keep padding out of every
-        row's computation, so each greedy answer equals the one ``ask`` would give."""
+        row's computation, so each greedy answer equals the one ``ask`` would give. ``details``:
+        dicts with the answer, ``prompt_tokens`` (visual ones included), ``completion_tokens`` and
+        ``finish_reason`` instead of the answers alone."""
         gen = gen or GenerationConfig()
         if not questions:
             return []
         rows = [self.render(self._system() + [{"role": "user", "content": q, "video": visual is not None}], visual)
                 for q in questions]
-        return [self.tok.decode(a, skip_special_tokens=True).strip() for a in self.generate_ids(rows, visual, gen)]
+        out = []
+        for r, (ids, finish) in zip(rows, self.generate_ids(rows, visual, gen)):
+            text = self.tok.decode(ids, skip_special_tokens=True).strip()
+            out.append({"answer": text, "prompt_tokens": len(r), "completion_tokens": len(ids),
+                        "finish_reason": finish} if details else text)
+        return out
 
     def score_options(self, visual: torch.Tensor | None, question: str, options: list[str]) -> list[float]:
         """Log-likelihood of each option as the whole assistant reply (its end-of-turn token

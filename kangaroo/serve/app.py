@@ -73,7 +73,8 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=0.6, ge=0, le=2)
     top_p: float = Field(default=0.9, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**63)  # torch's generator seed range
+    stream_options: dict | None = None  # {"include_usage": true}: a last chunk with the usage
     frames: int | None = None
     fps: float | None = None
     sampler: Literal[COUNT_SAMPLERS] = "uniform"  # uniform | events (ours: part of `frames` on brief events)
@@ -122,6 +123,8 @@ def split_messages(req: ChatRequest) -> tuple[str | None, list[dict]]:
         for part in m.content:
             if isinstance(part, (VideoPart, ImagePart)):
                 url = part.video_url.url if isinstance(part, VideoPart) else part.image_url.url
+                if not url or not url.strip():
+                    raise MediaError(400, "a video_url / image_url part has an empty url")
                 if m.role != "user":
                     raise MediaError(400, "videos and images go in user messages")
                 if video is not None and url != video:
@@ -212,27 +215,34 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
             finally:
                 engine.release()
             return {"id": rid, "object": "chat.completion", "created": created, "model": model_name,
-                    "choices": [{"index": 0, "finish_reason": "stop",
+                    "choices": [{"index": 0, "finish_reason": res["finish_reason"],
                                  "message": {"role": "assistant", "content": res["answer"]}}],
-                    "kangaroo": {**extra, "batch": res["batch"]}}
+                    "usage": _usage(res), "kangaroo": {**extra, "batch": res["batch"]}}
         if not req.stream:
             try:
                 result = await asyncio.to_thread(engine.generate, enc, messages, gen, lambda d: None, t_arrival)
             finally:
                 engine.release()
             return {"id": rid, "object": "chat.completion", "created": created, "model": model_name,
-                    "choices": [{"index": 0, "finish_reason": "stop",
+                    "choices": [{"index": 0, "finish_reason": result["finish_reason"],
                                  "message": {"role": "assistant", "content": result["answer"]}}],
-                    "usage": {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_chunks"],
-                              "total_tokens": result["prompt_tokens"] + result["completion_chunks"]},
+                    "usage": _usage(result),
                     "kangaroo": {**extra, "ttft_s": result["ttft_s"], "reused_tokens": result["reused_tokens"]}}
-        return StreamingResponse(_stream(engine, enc, messages, gen, rid, created, model_name, extra, t_arrival),
+        usage = bool((req.stream_options or {}).get("include_usage"))
+        return StreamingResponse(_stream(engine, enc, messages, gen, rid, created, model_name, extra, t_arrival, usage),
                                  media_type="text/event-stream")
 
     return app
 
 
-async def _stream(engine: Engine, enc, messages, gen, rid, created, model_name, extra, t_arrival):
+def _usage(res: dict) -> dict:
+    """OpenAI's usage: real tokens (the prompt's visual positions included), not text chunks."""
+    return {"prompt_tokens": res["prompt_tokens"], "completion_tokens": res["completion_tokens"],
+            "total_tokens": res["prompt_tokens"] + res["completion_tokens"]}
+
+
+async def _stream(engine: Engine, enc, messages, gen, rid, created, model_name, extra, t_arrival,
+                  include_usage: bool = False):
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
 
@@ -260,7 +270,11 @@ async def _stream(engine: Engine, enc, messages, gen, rid, created, model_name, 
                 yield f"data: {json.dumps({'error': {'message': val, 'type': 'server_error'}})}\n\n"
                 break
             else:
-                yield chunk({}, "stop", kangaroo={"ttft_s": val["ttft_s"], "reused_tokens": val["reused_tokens"]})
+                yield chunk({}, val["finish_reason"], kangaroo={"ttft_s": val["ttft_s"], "reused_tokens": val["reused_tokens"]})
+                if include_usage:  # OpenAI's form: a last chunk with no choices and the usage
+                    body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model_name,
+                            "choices": [], "usage": _usage(val)}
+                    yield f"data: {json.dumps(body)}\n\n"
                 break
         yield "data: [DONE]\n\n"
     finally:

@@ -188,15 +188,16 @@ class Engine:
             if len(batch) == 1:  # alone: the ordinary path, which also keeps the KV prefix for follow-ups
                 try:
                     res = self._generate_locked(enc, [{"role": "user", "content": question}], gen, lambda d: None, None)
-                    batch[0][1].set_result({"answer": res["answer"], "batch": 1})
+                    batch[0][1].set_result({**res, "batch": 1})
                 except Exception as e:
                     batch[0][1].set_exception(e)
             elif batch:  # else another thread already answered ours
                 try:
-                    answers = self.chat.ask_batch(enc.rows if enc is not None else None, [q for q, _ in batch], gen)
+                    answers = self.chat.ask_batch(enc.rows if enc is not None else None, [q for q, _ in batch], gen,
+                                                  details=True)
                     self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch))
                     for (_, f), a in zip(batch, answers):
-                        f.set_result({"answer": a, "batch": len(batch)})
+                        f.set_result({**a, "batch": len(batch)})
                 except Exception as e:  # every waiting request learns of it
                     for _, f in batch:
                         f.set_exception(e)
@@ -224,15 +225,14 @@ class Engine:
             users[0]["video"] = enc is not None
         t0 = t_arrival if t_arrival is not None else time.perf_counter()
         first: list[float] = []
-        n = 0
 
         def on_token(_):
             if not first:
                 first.append(time.perf_counter() - t0)
 
         for delta in self.chat.ask_stream(conv, last["content"], gen, on_token=on_token):
-            n += 1
             on_delta(delta)
         st = conv.stats[-1]
-        return {"answer": conv.messages[-1]["content"], "ttft_s": first[0] if first else None, "prompt_tokens": st["prompt_tokens"],
-                "reused_tokens": st["reused_tokens"], "completion_chunks": n}
+        return {"answer": conv.messages[-1]["content"], "ttft_s": first[0] if first else None,
+                "prompt_tokens": st["prompt_tokens"], "reused_tokens": st["reused_tokens"],
+                "completion_tokens": st["completion_tokens"], "finish_reason": st["finish_reason"]}

@@ -78,10 +78,11 @@ def test_streaming_sse(server, synth_video):
                 events.append(line[6:])
     assert events[-1] == "[DONE]"
     chunks = [json.loads(e) for e in events[:-1]]
-    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     whole = ask(server, "file://" + synth_video, "Describe", frames=4, max_tokens=5).json()
     assert streamed.strip() == whole["choices"][0]["message"]["content"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"] in ("stop", "length")
 
 
 def test_openai_client(server, synth_video):
@@ -231,3 +232,42 @@ def test_image_url_is_a_one_frame_video(server):
     msgs[0]["content"][0]["image_url"]["url"] = bad
     r = httpx.post(server.url + "/v1/chat/completions", json={"messages": msgs, "max_tokens": 4}, timeout=120)
     assert r.status_code == 400, r.text
+
+
+def _sse(resp) -> list[dict]:
+    return [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
+
+
+def test_finish_reason_and_usage_are_honest(server, synth_video):
+    """finish_reason "length" when max_tokens cut the answer; usage counts real tokens (the prompt's
+    visual positions included), also for single-round answers and, when asked, at the end of a stream."""
+    url = "file://" + synth_video
+    for max_tokens in (1, 3):
+        body = {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                                          {"type": "text", "text": "Describe it at length."}]}],
+                "max_tokens": max_tokens, "temperature": 0, "frames": 3}
+        r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120).json()
+        u, fin = r["usage"], r["choices"][0]["finish_reason"]
+        assert u["completion_tokens"] <= max_tokens and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
+        assert u["prompt_tokens"] > r["kangaroo"]["visual_tokens"] > 0
+        assert fin == ("length" if u["completion_tokens"] == max_tokens else "stop")
+        s = httpx.post(server.url + "/v1/chat/completions", timeout=120,
+                       json={**body, "stream": True, "stream_options": {"include_usage": True}})
+        chunks = _sse(s)
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == u["completion_tokens"]
+        assert chunks[-2]["choices"][0]["finish_reason"] == fin
+        plain = _sse(httpx.post(server.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=120))
+        assert all("usage" not in c for c in plain)
+
+
+@pytest.mark.parametrize("extra,needle", [({"seed": 2**64}, "seed"), ({"seed": -1}, "seed")])
+def test_out_of_range_values_are_the_clients_error(server, extra, needle):
+    r = httpx.post(server.url + "/v1/chat/completions", timeout=60,
+                   json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **extra})
+    assert r.status_code == 400 and needle in r.json()["error"]["message"]
+
+
+def test_empty_video_url_is_refused(server):
+    r = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={"messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": ""}}, {"type": "text", "text": "what is in it?"}]}], "max_tokens": 2})
+    assert r.status_code == 400 and "empty url" in r.json()["error"]["message"]
