@@ -149,6 +149,10 @@ class _QueueStreamer(BaseStreamer):
         pass
 
 
+class ContextLengthError(ValueError):
+    """A prompt (with the answer's token budget) that cannot fit the LLM's context."""
+
+
 class IncrementalDetokenizer:
     """Text deltas from a growing list of token ids, decoding only a short window each time
     (the offsets scheme of vLLM's detokenizer): never the whole answer per token."""
@@ -193,6 +197,11 @@ class KangarooChat:
 
         model, processor = load(name_or_dir, device=device, dtype=dtype)
         return cls(model, processor, **kw)
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the LLM attends over (its config's max_position_embeddings)."""
+        return int(getattr(self.model.config.text_config, "max_position_embeddings", None) or 2**31)
 
     @property
     def preprocess(self):
@@ -260,6 +269,11 @@ class KangarooChat:
         "stop" (a stop token), "length" (``max_new_tokens`` reached) or "cancelled"."""
         dev = self.device
         B, L = len(rows), max(len(r) for r in rows)
+        limit = self.context_length
+        if L + gen.max_new_tokens > limit:
+            raise ContextLengthError(f"the prompt is {L} tokens (video included) and the answer may take "
+                                     f"{gen.max_new_tokens} more: over the model's context of {limit} tokens; "
+                                     "use fewer frames, a shorter text or a smaller max_tokens")
         ids = torch.full((B, L), self.pad_id, dtype=torch.long, device=dev)
         mask = torch.zeros(B, L, dtype=torch.long, device=dev)
         for i, r in enumerate(rows):

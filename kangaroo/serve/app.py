@@ -29,9 +29,10 @@ from fastapi import FastAPI, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware
 
-from ..model.chat import GenerationConfig
+from ..model.chat import ContextLengthError, GenerationConfig
 from ..video import COUNT_SAMPLERS, VideoError
 from .engine import Engine
 from .media import MediaError, store_bytes, upload_path
@@ -149,6 +150,14 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         where = ".".join(str(x) for x in first.get("loc", []) if x != "body")
         return _error(400, f"invalid request: {where}: {first.get('msg', 'malformed')}")
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, exc: StarletteHTTPException):  # FastAPI's own errors in the OpenAI shape too
+        return _error(exc.status_code, str(exc.detail), "invalid_request" if exc.status_code < 500 else "server_error")
+
+    @app.exception_handler(ContextLengthError)
+    async def _context(request, exc: ContextLengthError):
+        return _error(400, str(exc), "context_length_exceeded")
+
     @app.exception_handler(MediaError)
     async def _media(request, exc: MediaError):
         return _error(exc.status, exc.message)
@@ -205,6 +214,11 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         except BaseException:
             engine.release()
             raise
+        try:  # what cannot fit the context is refused before any generation (and before a stream starts)
+            engine.check_fits(enc, messages, gen)
+        except BaseException:
+            engine.release()
+            raise
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         extra = {"cached_video": cached, "visual_tokens": enc.info["visual_tokens"] if enc else 0,
@@ -243,13 +257,16 @@ def _usage(res: dict) -> dict:
 
 async def _stream(engine: Engine, enc, messages, gen, rid, created, model_name, extra, t_arrival,
                   include_usage: bool = False):
+    import threading
+
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
+    stop = threading.Event()  # set when the client goes away: generation stops within a token
 
     def work():
         try:
             res = engine.generate(enc, messages, gen, lambda d: loop.call_soon_threadsafe(queue.put_nowait, ("d", d)),
-                                  t_arrival)
+                                  t_arrival, stop)
             loop.call_soon_threadsafe(queue.put_nowait, ("end", res))
         except Exception as e:  # reported in the stream: the status line is already sent
             loop.call_soon_threadsafe(queue.put_nowait, ("err", str(e)))
@@ -277,6 +294,9 @@ async def _stream(engine: Engine, enc, messages, gen, rid, created, model_name, 
                     yield f"data: {json.dumps(body)}\n\n"
                 break
         yield "data: [DONE]\n\n"
-    finally:
-        await task
-        engine.release()
+    finally:  # also when the client disconnects (the generator is closed or cancelled)
+        stop.set()
+        try:
+            await asyncio.shield(task)
+        finally:
+            engine.release()

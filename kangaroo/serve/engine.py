@@ -164,6 +164,8 @@ class Engine:
                 info = probe(path)
                 if info.duration > self.cfg.max_duration_s:
                     raise MediaError(413, f"video is {info.duration:.0f}s long; the limit is {self.cfg.max_duration_s:.0f}s")
+                if sampling.start is not None and sampling.start >= info.duration:
+                    raise MediaError(400, f"start {sampling.start:g} s is past the end of the video ({info.duration:.1f} s)")
                 frames = load_video(path, sampling, DecodeOptions(max_side=max_side))
             rows, meta = self.chat.encode(frames)
             enc = Encoded(key, rows, meta, [{"t": round(float(t), 3), "thumb": jpeg_data_url(f, 96, 70)}
@@ -203,14 +205,33 @@ class Engine:
                         f.set_exception(e)
         return fut.result()
 
+    def check_fits(self, enc: Encoded | None, messages: list[dict], gen: GenerationConfig) -> None:
+        """ContextLengthError unless the rendered prompt plus ``gen.max_new_tokens`` fits the LLM's context."""
+        from ..model.chat import ContextLengthError
+
+        msgs = [dict(m) for m in messages]
+        if self.chat.system_prompt:
+            msgs.insert(0, {"role": "system", "content": self.chat.system_prompt})
+        users = [m for m in msgs if m["role"] == "user"]
+        users[0]["video"] = enc is not None
+        n = len(self.chat.render(msgs, enc.rows if enc is not None else None))
+        if n + gen.max_new_tokens > self.chat.context_length:
+            raise ContextLengthError(f"the prompt is {n} tokens (video included) and the answer may take "
+                                     f"{gen.max_new_tokens} more: over the model's context of "
+                                     f"{self.chat.context_length} tokens; use fewer frames, a shorter text or a "
+                                     "smaller max_tokens")
+
     def generate(self, enc: Encoded | None, messages: list[dict], gen: GenerationConfig, on_delta,
-                 t_arrival: float | None = None) -> dict:
+                 t_arrival: float | None = None, stop_event: threading.Event | None = None) -> dict:
         """Run one completion under the model lock, calling ``on_delta(text)`` as text arrives.
         ``ttft_s`` is from ``t_arrival`` (the request's arrival; default now) to the first token."""
         with self.model_lock:
-            return self._generate_locked(enc, messages, gen, on_delta, t_arrival)
+            if stop_event is not None and stop_event.is_set():  # the client left while it waited
+                return {"answer": "", "ttft_s": None, "prompt_tokens": 0, "reused_tokens": 0, "completion_tokens": 0,
+                        "finish_reason": "cancelled"}
+            return self._generate_locked(enc, messages, gen, on_delta, t_arrival, stop_event)
 
-    def _generate_locked(self, enc, messages, gen, on_delta, t_arrival) -> dict:
+    def _generate_locked(self, enc, messages, gen, on_delta, t_arrival, stop_event=None) -> dict:
         """The body of ``generate``; the caller holds ``model_lock``."""
         key = enc.key if enc is not None else "text"
         conv = self.prefix.pop(key, None) or Conversation(visual=enc.rows if enc else None,
@@ -230,7 +251,7 @@ class Engine:
             if not first:
                 first.append(time.perf_counter() - t0)
 
-        for delta in self.chat.ask_stream(conv, last["content"], gen, on_token=on_token):
+        for delta in self.chat.ask_stream(conv, last["content"], gen, on_token=on_token, stop_event=stop_event):
             on_delta(delta)
         st = conv.stats[-1]
         return {"answer": conv.messages[-1]["content"], "ttft_s": first[0] if first else None,

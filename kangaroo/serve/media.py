@@ -118,6 +118,8 @@ def resolve_video(policy: MediaPolicy, url: str) -> str:
     """A local path for a request's video URL, or a ``MediaError``."""
     if not isinstance(url, str) or not url:
         raise MediaError(400, "video_url.url must be a non-empty string")
+    if "\x00" in url or "%00" in url:
+        raise MediaError(400, "video_url.url contains a NUL byte")
     scheme = url.split(":", 1)[0].lower()
     if scheme == "data":
         m = re.match(r"data:([\w/+.-]*)(;[\w=.-]+)*?;base64,", url[:200])

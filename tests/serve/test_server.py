@@ -271,3 +271,48 @@ def test_empty_video_url_is_refused(server):
     r = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={"messages": [{"role": "user", "content": [
         {"type": "video_url", "video_url": {"url": ""}}, {"type": "text", "text": "what is in it?"}]}], "max_tokens": 2})
     assert r.status_code == 400 and "empty url" in r.json()["error"]["message"]
+
+
+def test_red_team_inputs_get_400s_in_the_openai_shape(server, synth_video):
+    post = lambda **b: httpx.post(server.url + "/v1/chat/completions", timeout=120, json=b)  # noqa: E731
+    # a text beyond the context (the tiny model's 4096 positions) is refused before it takes the model thread
+    r = post(messages=[{"role": "user", "content": "word " * 6000}], max_tokens=2)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    r = post(messages=[{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "file://" + synth_video + "\x00"}},
+                                                    {"type": "text", "text": "hi"}]}], max_tokens=2)
+    assert r.status_code == 400 and "NUL" in r.json()["error"]["message"]
+    r = post(messages=[{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "file://" + synth_video}},
+                                                    {"type": "text", "text": "hi"}]}], max_tokens=2, start=3600)
+    assert r.status_code == 400 and "past the end" in r.json()["error"]["message"]
+    bad = httpx.post(server.url + "/v1/chat/completions", content=b'{"messages": "\xff\xfe"}',
+                     headers={"content-type": "application/json"}, timeout=60)
+    assert bad.status_code == 400 and "error" in bad.json() and "detail" not in bad.json()
+    deep = httpx.post(server.url + "/v1/chat/completions", content=b'{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                      headers={"content-type": "application/json"}, timeout=60)
+    assert deep.status_code == 400 and "error" in deep.json()
+    assert httpx.get(server.url + "/health").json()["queued"] == 0  # nothing refused is left holding a slot
+
+
+def test_a_dropped_stream_is_cancelled_and_frees_its_slot(server, synth_video):
+    import socket
+    import time
+
+    body = json.dumps({"messages": [{"role": "user", "content": "Tell me a very long story."}], "stream": True,
+                       "max_tokens": 1000, "temperature": 0}).encode()
+    host, port = server.url.split("//")[1].split(":")
+    for _ in range(3):  # three dropped streams: with a small queue these once locked everyone out
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        got = b""
+        while b"data: " not in got:  # the stream started (headers may come first, alone)
+            chunk = s.recv(4096)
+            assert chunk, got
+            got += chunk
+        s.close()  # and the client is gone
+    deadline = time.monotonic() + 30
+    while httpx.get(server.url + "/health").json()["queued"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(server.url + "/health").json()["queued"] == 0
+    r = ask(server, "file://" + synth_video, frames=2)  # the model thread is free again
+    assert r.status_code == 200
