@@ -203,6 +203,13 @@ class KangarooChat:
         """Tokens the LLM attends over (its config's max_position_embeddings)."""
         return int(getattr(self.model.config.text_config, "max_position_embeddings", None) or 2**31)
 
+    def check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """ContextLengthError unless a prompt of this length and its answer's budget fit the context."""
+        if prompt_tokens + max_new_tokens > self.context_length:
+            raise ContextLengthError(f"the prompt is {prompt_tokens} tokens (video included) and the answer may take "
+                                     f"{max_new_tokens} more: over the model's context of {self.context_length} "
+                                     "tokens; use fewer frames, a shorter text or a smaller max_tokens")
+
     @property
     def preprocess(self):
         return self.processor.preprocess
@@ -269,11 +276,7 @@ class KangarooChat:
         "stop" (a stop token), "length" (``max_new_tokens`` reached) or "cancelled"."""
         dev = self.device
         B, L = len(rows), max(len(r) for r in rows)
-        limit = self.context_length
-        if L + gen.max_new_tokens > limit:
-            raise ContextLengthError(f"the prompt is {L} tokens (video included) and the answer may take "
-                                     f"{gen.max_new_tokens} more: over the model's context of {limit} tokens; "
-                                     "use fewer frames, a shorter text or a smaller max_tokens")
+        self.check_fits(L, gen.max_new_tokens)
         ids = torch.full((B, L), self.pad_id, dtype=torch.long, device=dev)
         mask = torch.zeros(B, L, dtype=torch.long, device=dev)
         for i, r in enumerate(rows):

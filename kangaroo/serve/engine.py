@@ -207,19 +207,12 @@ class Engine:
 
     def check_fits(self, enc: Encoded | None, messages: list[dict], gen: GenerationConfig) -> None:
         """ContextLengthError unless the rendered prompt plus ``gen.max_new_tokens`` fits the LLM's context."""
-        from ..model.chat import ContextLengthError
-
         msgs = [dict(m) for m in messages]
         if self.chat.system_prompt:
             msgs.insert(0, {"role": "system", "content": self.chat.system_prompt})
         users = [m for m in msgs if m["role"] == "user"]
         users[0]["video"] = enc is not None
-        n = len(self.chat.render(msgs, enc.rows if enc is not None else None))
-        if n + gen.max_new_tokens > self.chat.context_length:
-            raise ContextLengthError(f"the prompt is {n} tokens (video included) and the answer may take "
-                                     f"{gen.max_new_tokens} more: over the model's context of "
-                                     f"{self.chat.context_length} tokens; use fewer frames, a shorter text or a "
-                                     "smaller max_tokens")
+        self.chat.check_fits(len(self.chat.render(msgs, enc.rows if enc is not None else None)), gen.max_new_tokens)
 
     def generate(self, enc: Encoded | None, messages: list[dict], gen: GenerationConfig, on_delta,
                  t_arrival: float | None = None, stop_event: threading.Event | None = None) -> dict:
