@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -27,6 +26,7 @@ from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ..compat import CACHE_ARG
+from ..lru import LRUBytes
 from ..video import Frames, SamplingConfig
 from ..video.identity import video_identity
 from .processing import KangarooProcessor
@@ -98,28 +98,16 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return i
 
 
-class FrameCache:
+class FrameCache(LRUBytes):
     """The vision tower's output per frame, keyed by (video identity, timestamp, frame size), LRU
     within a byte budget. ``stats`` counts frames encoded and frames served from the cache."""
 
     def __init__(self, budget_mb: float = 512):
-        self.budget, self.used = int(budget_mb * 1024 * 1024), 0
-        self.items: OrderedDict = OrderedDict()
+        super().__init__(int(budget_mb * 1024 * 1024))
         self.stats = {"encoded": 0, "reused": 0}
 
-    def get(self, key):
-        if key in self.items:
-            self.items.move_to_end(key)
-            return self.items[key]
-        return None
-
     def put(self, key, value: torch.Tensor) -> None:
-        if key in self.items:
-            self.used -= self.items.pop(key).nbytes
-        self.items[key] = value
-        self.used += value.nbytes
-        while self.used > self.budget and len(self.items) > 1:
-            self.used -= self.items.popitem(last=False)[1].nbytes
+        super().put(key, value, value.nbytes)
 
 
 class _Stop(StoppingCriteria):

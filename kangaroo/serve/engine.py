@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from ..model.chat import Conversation, GenerationConfig, KangarooChat
 from ..video import DecodeOptions, SamplingConfig, load_video, probe
 from ..video.image import is_image_file, jpeg_data_url, load_image
+from ..lru import LRUBytes
 from ..video.identity import video_identity
 from .media import MediaError, MediaPolicy, resolve_video, sha256_file
 
@@ -44,32 +45,6 @@ class ServeConfig:
     max_queue: int = 64
     visual_cache_mb: int = 1024
     prefix_cache_videos: int = 8
-
-
-class LRUBytes:
-    """A thread-safe LRU bounded by the total size of its values."""
-
-    def __init__(self, budget: int):
-        self.budget, self.used = budget, 0
-        self.items: OrderedDict = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key):
-        with self.lock:
-            if key in self.items:
-                self.items.move_to_end(key)
-                return self.items[key][0]
-            return None
-
-    def put(self, key, value, size: int) -> None:
-        with self.lock:
-            if key in self.items:
-                self.used -= self.items.pop(key)[1]
-            self.items[key] = (value, size)
-            self.used += size
-            while self.used > self.budget and len(self.items) > 1:
-                _, (_, s) = self.items.popitem(last=False)
-                self.used -= s
 
 
 @dataclass
