@@ -19,6 +19,9 @@ from ..prompts import likelihood_prompt, mc_prompt, open_prompt
 from .extract import extract_choice
 
 SCORINGS = ("generate", "likelihood")
+# A multiple-choice reply may give the option's text before its letter ("a yellow diamond flashes
+# briefly (D)"): room for that, while a model that answers "B" stops at its end token anyway.
+MC_MAX_NEW_TOKENS = 32
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Question:
         return mc_prompt(self.question, self.candidates, benchmark, self.subtitles)
 
 
-def generate_answers(kc: KangarooChat, rows, prompts: list[str], max_new_tokens: int = 8,
+def generate_answers(kc: KangarooChat, rows, prompts: list[str], max_new_tokens: int = MC_MAX_NEW_TOKENS,
                      batch_size: int = 8) -> list[str]:
     """Greedy answers to single-round prompts about one encoded video (``rows``; None: no video)."""
     gen = GenerationConfig.greedy(max_new_tokens)
@@ -52,7 +55,7 @@ def likeliest(kc: KangarooChat, rows, questions: list[Question]) -> list[dict]:
 
 
 def answer(kc: KangarooChat, rows, questions: list[Question], scoring: str = "generate", benchmark: str = "",
-           max_new_tokens: int = 8, batch_size: int = 8) -> list[dict]:
+           max_new_tokens: int = MC_MAX_NEW_TOKENS, batch_size: int = 8) -> list[dict]:
     """Answer questions about one encoded video: per question {"output", "pred"} (+ "scores" by
     likelihood). ``pred`` is the chosen option's index (None when a generated answer names none);
     open-ended questions get their generated ``output`` only."""

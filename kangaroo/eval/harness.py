@@ -41,7 +41,7 @@ class EvalConfig:
     tasks: list[str] | None = None  # only these tasks / categories / question families
     rank: int = 0
     world: int = 1
-    max_new_tokens: int = 8
+    max_new_tokens: int = 32  # eval.core.MC_MAX_NEW_TOKENS
     batch_size: int = 8  # questions about one video decoded together
     judge_url: str | None = None  # OpenAI-compatible endpoint for open-ended scoring
     judge_model: str = "judge"

@@ -39,12 +39,18 @@ class Sample:
     messages: list[dict]  # [{"role", "content", "video"?}]
     span: tuple[float, float] | None = None  # a clip of the video: [start, end) seconds
     mc: tuple[str, list[str], int] | None = None  # multiple choice: (question, candidates, answer index)
+    reply: str = "letter"  # multiple choice: the reply style (DataSource.reply)
 
 
-def mc_messages(question: str, candidates: list[str], answer: int, video: bool) -> list[dict]:
-    """One multiple-choice round: the benchmark-style prompt, the answer's letter as the reply."""
+def mc_reply(candidates: list[str], answer: int, reply: str = "letter") -> str:
+    """The reply to a multiple-choice round: "B", or "red circle (B)" for ``reply="text_letter"``."""
+    return LETTERS[answer] if reply == "letter" else f"{candidates[answer]} ({LETTERS[answer]})"
+
+
+def mc_messages(question: str, candidates: list[str], answer: int, video: bool, reply: str = "letter") -> list[dict]:
+    """One multiple-choice round: the benchmark-style prompt, the reply naming the answer's letter."""
     return [{"role": "user", "content": mc_prompt(question, candidates), "video": video},
-            {"role": "assistant", "content": LETTERS[answer]}]
+            {"role": "assistant", "content": mc_reply(candidates, answer, reply)}]
 
 
 def shuffled(sample: Sample, rng) -> Sample:
@@ -52,8 +58,9 @@ def shuffled(sample: Sample, rng) -> Sample:
     q, cands, ans = sample.mc
     order = [int(i) for i in rng.permutation(len(cands))]
     new = [cands[i] for i in order]
-    return Sample(sample.media, sample.is_image, mc_messages(q, new, order.index(ans), sample.media is not None),
-                  sample.span, (q, new, order.index(ans)))
+    return Sample(sample.media, sample.is_image,
+                  mc_messages(q, new, order.index(ans), sample.media is not None, sample.reply),
+                  sample.span, (q, new, order.index(ans)), sample.reply)
 
 
 def read_records(path: str) -> list[dict]:
@@ -93,10 +100,11 @@ def to_samples(src: DataSource) -> list[Sample]:
             out.append(Sample(_abs(root, media), "image" in r and "video" not in r, msgs))
         elif src.format == "mcqa":
             mc = (r["question"], list(r["candidates"]), int(r["answer_index"]))
-            out.append(Sample(_abs(root, r["video"]), False, mc_messages(*mc, video=True), mc=mc))
+            out.append(Sample(_abs(root, r["video"]), False, mc_messages(*mc, video=True, reply=src.reply), mc=mc,
+                              reply=src.reply))
         elif src.format == "mcqa_fact":  # text only: the answer is stated, the letter must be found
             mc = (f"Fact: {r['answer']}.\n{r['question']}", list(r["candidates"]), int(r["answer_index"]))
-            out.append(Sample(None, False, mc_messages(*mc, video=False), mc=mc))
+            out.append(Sample(None, False, mc_messages(*mc, video=False, reply=src.reply), mc=mc, reply=src.reply))
         elif src.format == "openqa":
             out.append(Sample(_abs(root, r["video"]), False, [
                 {"role": "user", "content": r["question"], "video": True},

@@ -90,6 +90,9 @@ def check_curriculum(recipes: list["Recipe"], files: list[str] | None = None) ->
                 raise ValueError(f"{f}: data[{i}]: path: no such file {d.path}")
 
 
+REPLIES = ("letter", "text_letter")
+
+
 @dataclass
 class DataSource:
     path: str  # a JSON/JSONL file
@@ -100,6 +103,9 @@ class DataSource:
     # mcqa / mcqa_fact: the options in a fresh order at every draw (the letter of the answer moves with
     # it), so a model cannot learn a prior over letters, only which option the letter names
     shuffle_options: bool = False
+    # mcqa / mcqa_fact: what the reply says: "letter" ("B") or "text_letter" ("red circle (B)": the
+    # option's text first, then its letter, so the letter is copied from beside a text just written)
+    reply: str = "letter"
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -112,6 +118,10 @@ class DataSource:
             raise ValueError("families: an empty list keeps no record (leave it out to keep them all)")
         if self.shuffle_options and self.format not in ("mcqa", "mcqa_fact"):
             raise ValueError(f"shuffle_options: only mcqa and mcqa_fact sources have options, not {self.format!r}")
+        if self.reply not in REPLIES:
+            raise ValueError(f"reply: must be one of {', '.join(REPLIES)}, got {self.reply!r}")
+        if self.reply != "letter" and self.format not in ("mcqa", "mcqa_fact"):
+            raise ValueError(f"reply: only mcqa and mcqa_fact sources have options, not {self.format!r}")
 
 
 @dataclass

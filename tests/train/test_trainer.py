@@ -126,6 +126,27 @@ def test_shuffled_options_move_the_letter_with_the_answer(synth_dir):
     assert [m.draw(i).messages for i in (3, 9)] == [Mixture(r).draw(i).messages for i in (3, 9)]  # deterministic
 
 
+def test_text_letter_reply_names_the_text_then_the_letter_that_labels_it(synth_dir):
+    from kangaroo.eval.extract import extract_choice
+    from kangaroo.train.data import Mixture
+    from kangaroo.train.recipe import DataSource, Recipe
+
+    path = str(synth_dir / "mcqa.json")
+    r = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True, reply="text_letter"),
+                     DataSource(path, "mcqa_fact", reply="text_letter")])
+    m = Mixture(r)
+    seen = set()
+    for i in range(40):
+        s = m.draw(i)
+        q, cands, ans = s.mc
+        reply = s.messages[-1]["content"]
+        assert reply == f"{cands[ans]} ({'ABCDEFGH'[ans]})"
+        assert f"({'ABCDEFGH'[ans]}) {cands[ans]}" in s.messages[0]["content"]  # the letter it copies
+        assert extract_choice(reply, cands) == ans  # the evaluation reads the letter it names
+        seen.add((s.media is None, ans))
+    assert {a for _, a in seen} == {0, 1, 2, 3} and {f for f, _ in seen} == {True, False}
+
+
 def _losses(out):
     return [json.loads(x)["loss"] for x in open(os.path.join(out, "metrics.jsonl"))]
 
