@@ -22,6 +22,8 @@ Layouts read (the released ones):
     mmbench_video   MMBench-Video.tsv (index, video, question, answer, dimensions); open-ended,
                     scored 0-3 by a judge endpoint (``needs_judge``)
     synthetic       ``kangaroo synth`` output: mcqa.json
+    synthetic_open  the same videos' open questions (openqa.json), scored by rule against the known
+                    truth (eval/open_scoring.py): "when" within 1 s, descriptions by event recall/precision
 """
 
 from __future__ import annotations
@@ -342,6 +344,24 @@ def synthetic(root: str) -> list[Item]:
                               extra={"evidence": r.get("evidence"),
                                      "group": synthetic_group(r, durations.get(r["video"]))}))
     return items
+
+
+@BENCHMARKS.register("synthetic_open")
+def synthetic_open(root: str) -> list[Item]:
+    items = []
+    path = _need(os.path.join(root, "openqa.json"))
+    for i, r in enumerate(_load(path, list)):
+        with _Record(path, i):
+            if not isinstance(r.get("answer"), str) or not r.get("family"):
+                raise ValueError("needs a text 'answer' and a 'family'")
+            if r["family"] == "when" and not isinstance(r.get("answer_seconds"), (int, float)):
+                raise ValueError("a 'when' question needs its 'answer_seconds'")
+            items.append(Item(f"{r['video']}/open{i}", os.path.join(root, r["video"]), r["question"], [],
+                              r["answer"], r["family"], extra={"record": {"answer_seconds": r.get("answer_seconds")}}))
+    return items
+
+
+RULE_SCORED = {"synthetic_open"}  # open-ended, scored by rule against the known truth (eval/open_scoring.py)
 
 
 def synthetic_group(r: dict, duration: float | None) -> str | None:

@@ -26,7 +26,9 @@ from ..model.chat import KangarooChat
 from ..prompts import LIKELIHOOD_TEMPLATE, OPEN_TEMPLATE, mc_template
 from ..video import COUNT_SAMPLERS, SamplingConfig
 from . import core
-from .benchmarks import BENCHMARKS, NEEDS_JUDGE, Item
+from .benchmarks import BENCHMARKS, NEEDS_JUDGE, RULE_SCORED, Item
+from .open_scoring import score_open
+from .open_scoring import summarise as summarise_open
 
 WINDOWS = ("video", "evidence")
 
@@ -158,6 +160,8 @@ def predict(kc: KangarooChat, cfg: EvalConfig, progress: bool = True) -> int:
                         rec.update(out)
                         if not it.open_ended:
                             rec["correct"] = rec["pred"] == it.answer
+                        elif cfg.benchmark in RULE_SCORED:
+                            rec.update(score_open(it.task, rec["output"], it.answer, it.extra.get("record", {})))
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 f.flush()
                 bar.update(len(chunk))
@@ -208,7 +212,14 @@ def report(kc: KangarooChat, cfg: EvalConfig, model_name: str) -> dict:
         by_task[r["task"]].append(r)
     summary = {"settings": cfg.settings(kc, model_name), "n": len(recs),
                "per_task_n": {t: len(rs) for t, rs in sorted(by_task.items())}}
-    if cfg.benchmark in NEEDS_JUDGE:
+    if cfg.benchmark in RULE_SCORED:  # open answers against the known truth; captions by event recall
+        scored = [r for r in recs if r.get("correct") is not None and r["task"] != "caption"]
+        per = {t: round(sum(bool(r["correct"]) for r in rs) / len(rs), 4) for t, rs in sorted(by_task.items())
+               if t != "caption"}
+        summary.update(accuracy=round(sum(bool(r["correct"]) for r in scored) / max(1, len(scored)), 4),
+                       per_task=per, open=summarise_open(recs), errors=sum(1 for r in recs if r.get("error")))
+        summary.update(unreadable_summary(recs))
+    elif cfg.benchmark in NEEDS_JUDGE:
         if not cfg.judge_url:
             summary.update(accuracy=None, score=None, note="open-ended: scores need a judge endpoint (--judge-url)")
         else:
@@ -260,13 +271,14 @@ def unreadable_summary(recs: list[dict]) -> dict:
     ``accuracy_answered`` is over the items the model saw."""
     bad = [r for r in recs if r.get("error")]
     answered = [r for r in recs if not r.get("error")]
+    scored = [r for r in answered if r.get("correct") is not None]  # descriptions have recall, not a verdict
     reasons: dict[str, int] = defaultdict(int)
     for r in bad:
         reasons[r.get("unreadable") or r["error"].split(":")[0]] += 1
     return {"unreadable": len(bad), "unreadable_reasons": dict(sorted(reasons.items())),
             "unreadable_examples": [{"qid": r["qid"], "error": r["error"]} for r in bad[:5]],
             "answered": len(answered),
-            "accuracy_answered": round(sum(r["correct"] for r in answered) / len(answered), 4) if answered else None}
+            "accuracy_answered": round(sum(bool(r["correct"]) for r in scored) / len(scored), 4) if scored else None}
 
 
 def unreadable_line(summary: dict) -> str:
