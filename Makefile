@@ -61,7 +61,7 @@ $(LMMS_ENV)/.installed: requirements-lmms.txt scripts/lmmsenv/sitecustomize.py p
 	touch $@
 
 lmms-test: $(LMMS_ENV)/.installed
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(LMMS_ENV)/bin/python -m pytest -q -o timeout=1800 tests/eval/test_lmms_eval_e2e.py
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(LMMS_ENV)/bin/python -m pytest -q -s -o timeout=1800 tests/eval/test_lmms_eval_e2e.py
 
 # The oldest transformers pyproject admits (COMPAT_TF, default 5.16.0), every other dependency as
 # requirements.lock pins it, in a throw-away venv: the model and evaluation tests (docs/compat.md).

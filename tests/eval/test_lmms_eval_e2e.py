@@ -57,6 +57,7 @@ def test_lmms_eval_reports_kangaroo_eval_accuracy(tmp_path):
     reported = json.loads(open(results).read())["results"]["kangaroo_e2e"]["accuracy,none"]
     rows = [json.loads(line) for line in open(samples)]
 
+    print(f"lmms-eval accuracy {reported} on {len(rows)} questions; kangaroo eval {ours['accuracy']} on {ours['n']}")
     assert len(rows) == len(items)
     for row in rows:
         it = items[row["doc_id"]]
