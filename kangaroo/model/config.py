@@ -121,7 +121,7 @@ class KangarooConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.text_config is None:
             self.text_config = llama3_8b_instruct()
-        if isinstance(self.text_config, dict):  # built here on every version (the base does it from 5.2x on)
+        if isinstance(self.text_config, dict):  # built here on every version (the base does it from 5.20 on)
             self.text_config = AutoConfig.for_model(**{"model_type": "llama", **self.text_config})
         if self.vision_config is None:
             self.vision_config = dataclasses.asdict(VisionConfig())
