@@ -46,7 +46,7 @@ bench-curate: $(STAMP)
 clean:
 	rm -rf $(VENV) .bench demo_out
 
-# The real lmms-eval, end to end (not part of `make test`): its own environment .lmmsenv (~5 GB,
+# The real lmms-eval, end to end (not part of `make test`): its own environment .lmmsenv (~2.5 GB,
 # built once; requirements-lmms.txt; lmms-eval 0.7 pins av<16 and needs torchvision, whose PyPI
 # build is CUDA's: scripts/lmmsenv/sitecustomize.py lets it import on the CPU torch), then
 # lmms-eval's CLI runs kangaroo-smol, found through our entry point, on a local synthetic task and
