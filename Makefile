@@ -52,7 +52,7 @@ clean:
 # lmms-eval's CLI runs kangaroo-smol, found through our entry point, on a local synthetic task and
 # must report kangaroo eval's accuracy (tests/eval/test_lmms_eval_e2e.py; docs/evaluation.md).
 LMMS_ENV := .lmmsenv
-$(LMMS_ENV)/.installed: requirements-lmms.txt $(LOCK_NODEPS) scripts/lmmsenv/sitecustomize.py pyproject.toml
+$(LMMS_ENV)/.installed: requirements-lmms.txt $(LOCK_NODEPS) scripts/lmmsenv/sitecustomize.py pyproject.toml Makefile
 	test -x $(LMMS_ENV)/bin/python || $(PY) -m venv $(LMMS_ENV)
 	$(LMMS_ENV)/bin/pip install -q pip==26.3
 	$(LMMS_ENV)/bin/pip install -q -r requirements-lmms.txt
