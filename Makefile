@@ -12,7 +12,7 @@ LOCK := requirements.lock
 LOCK_NODEPS := requirements-nodeps.lock
 EXTRAS := --extra model --extra curate --extra ray --extra serve --extra plot --extra test
 
-.PHONY: lock
+.PHONY: lock lmms-test compat-test
 
 $(STAMP): pyproject.toml $(LOCK) $(LOCK_NODEPS) Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,6 +45,39 @@ bench-curate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .bench demo_out
+
+# The real lmms-eval, end to end (not part of `make test`): its own environment .lmmsenv (~2.5 GB,
+# built once; requirements-lmms.txt; lmms-eval 0.7 pins av<16 and needs torchvision, whose PyPI
+# build is CUDA's: scripts/lmmsenv/sitecustomize.py lets it import on the CPU torch), then
+# lmms-eval's CLI runs kangaroo-smol, found through our entry point, on a local synthetic task and
+# must report kangaroo eval's accuracy (tests/eval/test_lmms_eval_e2e.py; docs/evaluation.md).
+LMMS_ENV := .lmmsenv
+$(LMMS_ENV)/.installed: requirements-lmms.txt $(LOCK_NODEPS) scripts/lmmsenv/sitecustomize.py pyproject.toml Makefile
+	test -x $(LMMS_ENV)/bin/python || $(PY) -m venv $(LMMS_ENV)
+	$(LMMS_ENV)/bin/pip install -q pip==26.3
+	$(LMMS_ENV)/bin/pip install -q -r requirements-lmms.txt
+	$(LMMS_ENV)/bin/pip install -q --no-deps --require-hashes -r $(LOCK_NODEPS)
+	$(LMMS_ENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	cp scripts/lmmsenv/sitecustomize.py "$$($(LMMS_ENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/"
+	touch $@
+
+lmms-test: $(LMMS_ENV)/.installed
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(LMMS_ENV)/bin/python -m pytest -q -s -o timeout=1800 tests/eval/test_lmms_eval_e2e.py
+
+# The oldest transformers pyproject admits (COMPAT_TF, default 5.16.0), every other dependency as
+# requirements.lock pins it, in a throw-away venv: the model and evaluation tests (docs/compat.md).
+COMPAT_TF ?= 5.16.0
+COMPAT_ENV := .compatenv-$(COMPAT_TF)
+compat-test:
+	test -x $(COMPAT_ENV)/bin/python || $(PY) -m venv $(COMPAT_ENV)
+	grep -E '^[A-Za-z0-9_.-]+==' $(LOCK) | sed 's/ .*//' | grep -vE '^(transformers|tokenizers|huggingface-hub)==' \
+	  > $(COMPAT_ENV)/constraints.txt
+	$(COMPAT_ENV)/bin/pip install -q -c $(COMPAT_ENV)/constraints.txt torch transformers==$(COMPAT_TF) safetensors \
+	  accelerate peft gguf numpy av pillow pyyaml tqdm matplotlib pyarrow pytest pytest-timeout httpx "setuptools>=77"
+	$(COMPAT_ENV)/bin/pip install -q --no-deps --require-hashes -r $(LOCK_NODEPS)
+	$(COMPAT_ENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	$(COMPAT_ENV)/bin/python -m pytest -q tests/model/test_processor.py tests/model/test_chat.py \
+	  tests/model/test_architecture.py tests/eval
 
 # kangaroo-smol: generate its synthetic training and held-out data (every set listed in
 # recipes/smol/data.yaml; a set already there with the same options is skipped), run the

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, LlamaConfig
-from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.configuration_utils import PreTrainedConfig
 
+from ..compat import SubConfigSpec
 from ..dataclass_io import strict_from_dict
 
 
@@ -90,7 +91,10 @@ class VisualLayout:
 @strict
 class KangarooConfig(PreTrainedConfig):
     model_type = "kangaroo"
-    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+    if SubConfigSpec is not None:  # the sub-config's declaration differs by version (kangaroo/compat.py)
+        sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+    else:
+        sub_configs = {"text_config": AutoConfig}
 
     vision_config: dict | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -117,6 +121,8 @@ class KangarooConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.text_config is None:
             self.text_config = llama3_8b_instruct()
+        if isinstance(self.text_config, dict):  # built here on every version (the base does it from 5.20 on)
+            self.text_config = AutoConfig.for_model(**{"model_type": "llama", **self.text_config})
         if self.vision_config is None:
             self.vision_config = dataclasses.asdict(VisionConfig())
         if self.patchify_kernel is None:

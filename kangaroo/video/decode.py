@@ -33,7 +33,8 @@ import numpy as np
 from ..registry import Registry
 from .errors import UnsupportedCodecError, VideoDecodeError, VideoError, VideoTimeoutError
 from .frames import FRAMES_CONTAINER, decode_frame_folder
-from .probe import VideoInfo, VideoLimits, _ffmpeg_msg, check_path, open_container, probe, video_stream
+from .probe import (VideoInfo, VideoLimits, _ffmpeg_msg, check_path, open_container, probe, stream_index,
+                    video_stream)
 from .sampling import CONTENT_SAMPLERS, SamplingConfig, sample_timestamps
 
 
@@ -129,7 +130,7 @@ class _PyAVPlan:
         self.info, self.container, self.stream, self.opts, self.deadline = info, container, stream, opts, deadline
         self.tb = stream.time_base
         self.t0 = stream.start_time or 0
-        index = stream.index_entries
+        index = stream_index(stream)
         self.keyframes = []
         if index is not None and len(index):
             # Index timestamps are decode times; with B-frames the presentation time of

@@ -116,6 +116,13 @@ def video_stream(container, path: str):
     return stream
 
 
+def stream_index(stream):
+    """The stream's sample index (``Stream.index_entries``, PyAV >= 16), or None: PyAV 12-15 has no
+    per-stream index, and a stream without one is probed and decoded as Matroska's are (the frame
+    count estimated from duration x fps, keyframes found while decoding). lmms-eval 0.7 pins av < 16."""
+    return getattr(stream, "index_entries", None)
+
+
 def _seconds(value, time_base) -> float | None:
     if value is None or time_base is None:
         return None
@@ -151,7 +158,7 @@ def _probe_open(path: str, container, limits: VideoLimits) -> VideoInfo:
         duration = container.duration / 1e6 - start
     duration = float(duration or 0.0)
 
-    index = stream.index_entries
+    index = stream_index(stream)
     keyframes = None
     variable = False
     n_frames, exact = 0, False

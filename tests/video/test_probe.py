@@ -79,3 +79,26 @@ def test_cli_probe_truncated(bikes, tmp_path):
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["num_frames_exact"] is False and info["num_frames"] == 250
+
+
+def test_without_a_stream_index_as_on_pyav_below_16(bikes, monkeypatch):
+    """PyAV 12-15 has no ``Stream.index_entries`` (lmms-eval 0.7 pins av < 16): ``stream_index``
+    is None there, and an mp4 is probed as estimated and decoded without keyframe positions;
+    the frames sampled are the same as with the index."""
+    import importlib
+
+    import numpy as np
+
+    from kangaroo.video import SamplingConfig, load_video
+
+    probe_mod = importlib.import_module("kangaroo.video.probe")  # the package exports a function of that name
+    decode_mod = importlib.import_module("kangaroo.video.decode")
+
+    with_index = load_video(bikes, SamplingConfig(num_frames=6))
+    monkeypatch.setattr(probe_mod, "stream_index", lambda stream: None)
+    monkeypatch.setattr(decode_mod, "stream_index", lambda stream: None)
+    info = probe(bikes)
+    assert info.num_frames == 250 and not info.num_frames_exact and info.keyframes is None
+    without = load_video(bikes, SamplingConfig(num_frames=6))
+    assert np.allclose(without.timestamps, with_index.timestamps)
+    assert np.array_equal(without.frames, with_index.frames)
