@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, LlamaConfig
-from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.configuration_utils import PreTrainedConfig
+
+from ..compat import SubConfigSpec
 
 from ..dataclass_io import strict_from_dict
 
@@ -90,7 +92,10 @@ class VisualLayout:
 @strict
 class KangarooConfig(PreTrainedConfig):
     model_type = "kangaroo"
-    sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+    else:  # transformers < 5.2x (vLLM's CPU build): __post_init__ builds the text config itself
+        sub_configs = {"text_config": AutoConfig}
 
     vision_config: dict | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -117,6 +122,10 @@ class KangarooConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.text_config is None:
             self.text_config = llama3_8b_instruct()
+        if SubConfigSpec is None and isinstance(self.text_config, dict):
+            from transformers import CONFIG_MAPPING
+
+            self.text_config = CONFIG_MAPPING[self.text_config.get("model_type", "llama")](**self.text_config)
         if self.vision_config is None:
             self.vision_config = dataclasses.asdict(VisionConfig())
         if self.patchify_kernel is None:
