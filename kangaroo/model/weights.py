@@ -80,6 +80,7 @@ def save_model(model: KangarooForConditionalGeneration, tokenizer, out: str, bas
         shutil.rmtree(tmp)
     os.makedirs(tmp)
     if base_llm is None:
+        drop_gguf_quantization(model.config)
         merge_lora(model).save_pretrained(tmp)
     else:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
@@ -104,6 +105,16 @@ def save_model(model: KangarooForConditionalGeneration, tokenizer, out: str, bas
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def drop_gguf_quantization(config) -> None:
+    """A full folder holds plain tensors: a GGUF-loaded LLM (transformers de-quantises GGUF as it loads)
+    keeps ``quantization_config: {quant_method: gguf}`` in its config, which vLLM then refuses. Drop it;
+    any other quantisation (its weights really are quantised) stays."""
+    for cfg in (config, getattr(config, "text_config", None)):
+        q = getattr(cfg, "quantization_config", None)
+        if q is not None and (q.get("quant_method") if isinstance(q, dict) else getattr(q, "quant_method", None)) == "gguf":
+            delattr(cfg, "quantization_config")
 
 
 def _load_compact(path: str, merge: bool):

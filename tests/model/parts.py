@@ -45,9 +45,10 @@ def to_timm(state: dict, fused: bool, prefix: str = "") -> dict:
     return out
 
 
-def tiny_llama_dir(path, dtype=torch.bfloat16, shard="1MB", seed: int = 0, reserved: int = 0) -> str:
+def tiny_llama_dir(path, dtype=torch.bfloat16, shard="1MB", seed: int = 0, reserved: int = 0, hidden: int = 64) -> str:
     """A random 2-layer Llama saved (sharded) with SmolLM2's tokenizer + chat template; ``reserved``:
-    that many Llama-3-style ``<|reserved_special_token_N|>`` tokens added first, inside the vocabulary."""
+    that many Llama-3-style ``<|reserved_special_token_N|>`` tokens added first, inside the vocabulary;
+    4 heads of ``hidden // 4`` (vLLM needs a head dim >= 32: ``hidden=128``)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from kangaroo.model.hub import load_smollm2
@@ -56,8 +57,8 @@ def tiny_llama_dir(path, dtype=torch.bfloat16, shard="1MB", seed: int = 0, reser
     if reserved:
         tok.add_special_tokens({"additional_special_tokens": [f"<|reserved_special_token_{i}|>"
                                                               for i in range(reserved)]})
-    cfg = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      intermediate_size=128, vocab_size=len(tok), max_position_embeddings=4096, rope_theta=10000.0,
+    cfg = LlamaConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=2 * hidden, vocab_size=len(tok), max_position_embeddings=4096, rope_theta=10000.0,
                       tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg).to(dtype)

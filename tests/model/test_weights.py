@@ -88,3 +88,23 @@ def test_load_model_errors(tmp_path):
         load_model(str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_model(str(tmp_path))
+
+
+def test_full_folder_drops_a_gguf_quantization_config(tmp_path, smol_tokenizer):
+    """A GGUF-loaded LLM is de-quantised in memory but keeps `quantization_config: gguf`, which vLLM
+    refuses: a full folder must not carry it; a real quantisation's config stays."""
+    from kangaroo.model import tiny_config
+    from kangaroo.model.weights import save_model
+
+    tiny = KangarooForConditionalGeneration(tiny_config(vocab=len(smol_tokenizer)))
+
+    tiny.config.text_config.quantization_config = {"quant_method": "gguf"}
+    save_model(tiny, smol_tokenizer, str(tmp_path / "full"))
+    cfg = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert "quantization_config" not in cfg and "quantization_config" not in cfg["text_config"]
+    assert cfg["architectures"] == ["KangarooForConditionalGeneration"]
+    from kangaroo.model.weights import drop_gguf_quantization
+
+    tiny.config.text_config.quantization_config = {"quant_method": "torchao"}
+    drop_gguf_quantization(tiny.config)
+    assert tiny.config.text_config.quantization_config == {"quant_method": "torchao"}
