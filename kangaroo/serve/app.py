@@ -147,6 +147,7 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         engine.close()  # the batcher's thread and the decode pool
 
     app = FastAPI(title="kangaroo", version="0.1.0", lifespan=lifespan)
+    app.state.engine = engine
     cfg = engine.cfg
     app.add_middleware(BodyLimit, json_limit=cfg.max_request_bytes, upload_limit=cfg.max_upload_bytes)
 
