@@ -60,6 +60,7 @@ class ServeConfig:
     store_max_mb: float | None = 4096  # uploads + data: URLs on disk; None: unbounded
     decode_workers: int = 4  # video decodes at once (outside the model)
     max_batch: int = 32  # sequences decoded together (continuous batching)
+    quantize: str | None = None  # "int8" / "int4": torchao weight-only quantisation of the LLM
     legacy_lock: bool = False  # the pre-#26 design: everything of one request under one lock (bench baseline)
 
 

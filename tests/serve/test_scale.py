@@ -167,3 +167,22 @@ def test_seeded_sampling_is_reproducible_in_a_batch(server, synth_video):
                    for r in ex.map(lambda _: httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120),
                                    range(3))]
     assert len(set(answers)) == 1
+
+
+def test_a_quantised_model_serves(tiny_chat_model, smol_tokenizer, tiny_videos, tmp_path):
+    """int8 LLM behind the server: the answer over the socket is the quantised model's own greedy answer."""
+    pytest.importorskip("torchao", reason="the optional quant extra")
+    import copy
+
+    from kangaroo.model.chat import GenerationConfig, KangarooChat
+    from kangaroo.model.quantize import quantize_llm
+    from kangaroo.video import SamplingConfig
+
+    model = copy.deepcopy(tiny_chat_model)
+    assert quantize_llm(model, "int8")["layers"] > 0
+    chat = KangarooChat(model, smol_tokenizer)
+    with _server(chat, tmp_path / "store", [os.path.dirname(tiny_videos[0])]) as srv:
+        r = httpx.post(srv.url + "/v1/chat/completions", json=_body("file://" + str(tiny_videos[6]), "What?"), timeout=120)
+    assert r.status_code == 200
+    conv = chat.start(str(tiny_videos[6]), SamplingConfig(num_frames=2))
+    assert r.json()["choices"][0]["message"]["content"] == chat.ask(conv, "What?", GenerationConfig.greedy(6))
