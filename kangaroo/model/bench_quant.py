@@ -1,7 +1,8 @@
 """``kangaroo bench quant``: float32 / bfloat16 / int8 / int4 (torchao weight-only, the LLM only)
 side by side in one run, each in its own process (so that its peak memory is its own):
 
-- LLM weight bytes (what the tensors hold) and the process's peak RSS (VmHWM);
+- LLM weight bytes (what the tensors hold), RSS once loaded and the peak RSS (VmHWM) over the
+  inference that follows (the peak counter is reset after loading);
 - TTFT: prefill of the question over an encoded video + the first token (the vision tower is
   not quantised, so its time is the same in every mode and reported apart);
 - decode tokens/s: ``tokens`` forced new tokens (``min_new_tokens``), after the first;
@@ -43,7 +44,11 @@ def measure(mode: str, model: str, data: str, limit: int, frames: int, tokens: i
                            sampling=SamplingConfig(num_frames=frames))
     llm_mb = storage_bytes(kc.model.llm()) / 2**20
     all_mb = storage_bytes(kc.model) / 2**20
+    import gc
+
+    gc.collect()
     rss_loaded = status_mb("VmRSS")
+    reset_peak()  # the peak below is inference's (loading reads the float32 file first in every mode)
     paths = sorted(glob.glob(os.path.join(data, "videos", "*.mp4")))[:videos]
     ttft, rate, enc_s = [], [], []
 
@@ -74,7 +79,7 @@ def measure(mode: str, model: str, data: str, limit: int, frames: int, tokens: i
     with tempfile.TemporaryDirectory() as out:
         summary = run_eval(kc, EvalConfig("synthetic", data, out, frames=frames, limit=limit), mode, progress=False)
     return {"mode": mode, "llm_weights_mb": round(llm_mb, 1), "model_weights_mb": round(all_mb, 1),
-            "rss_after_load_mb": round(rss_loaded, 1), "peak_rss_mb": round(status_mb("VmHWM"), 1),
+            "rss_after_load_mb": round(rss_loaded, 1), "peak_rss_mb": round(status_mb("VmHWM"), 1),  # during inference
             "encode_s": round(statistics.median(enc_s), 3), "ttft_s": round(statistics.median(ttft), 3),
             "decode_tokens_per_s": round(statistics.median(rate), 2), "prompt_tokens": len(ids),
             "accuracy": summary.get("accuracy"), "questions": summary.get("n"),

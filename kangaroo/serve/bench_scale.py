@@ -95,7 +95,7 @@ def bench_serve_scale(model: str | None = None, clients: int = 16, frames: int =
     from ..model.weights import build_smol
     from ..synth import SynthConfig, make_timeline, write_video
 
-    folder = os.path.join(workdir, "serve_scale")
+    folder = os.path.abspath(os.path.join(workdir, "serve_scale"))
     os.makedirs(folder, exist_ok=True)
     paths = []
     for i in tqdm(range(clients + 1), desc="videos", disable=not progress):  # +1: the warm-up's
