@@ -143,8 +143,16 @@ def split_messages(req: ChatRequest) -> tuple[str | None, list[dict]]:
 def create_app(engine: Engine, model_name: str) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        # a request waits in a worker thread for its encode and its tokens; asyncio's default pool
+        # (cores + 4 threads) would cap the requests in flight, and so the decode batch, far below
+        # --max-queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(cfg.max_queue + 8, thread_name_prefix="kangaroo-request")
+        asyncio.get_running_loop().set_default_executor(pool)
         yield
         engine.close()  # the batcher's thread and the decode pool
+        pool.shutdown(wait=False)
 
     app = FastAPI(title="kangaroo", version="0.1.0", lifespan=lifespan)
     app.state.engine = engine
