@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
-import statistics
 import tempfile
 import time
 
