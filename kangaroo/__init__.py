@@ -10,7 +10,15 @@ Subpackages, one per stage of the system:
   serve   the OpenAI-compatible server and web chat page
 """
 
+import logging as _logging
+
 __version__ = "0.1.0"
+
+# torchao (the optional `quant` extra; transformers imports it whenever it is installed) logs a
+# warning for each of its CUDA-only kernel libraries on a CPU machine, and torch one per enum it
+# registers: noise on every command's stderr, not something a user can act on.
+_logging.getLogger("torchao").setLevel(_logging.ERROR)
+_logging.getLogger("torch.utils._pytree").setLevel(_logging.ERROR)
 
 
 def load(name_or_dir: str, device: str = "cpu", dtype=None):

@@ -90,6 +90,25 @@ def _convert(args) -> tuple[dict, str]:
     return report, format_convert(report)
 
 
+@BENCHMARKS.register("serve_scale")
+def _serve_scale(args) -> tuple[dict, str]:
+    from .serve.bench_scale import bench_serve_scale, format_serve_scale
+
+    report = bench_serve_scale(model=args.model, clients=args.clients or (4 if args.quick else 16),
+                               max_tokens=4 if args.quick else 8, workdir=args.workdir, progress=not args.json)
+    return report, format_serve_scale(report)
+
+
+@BENCHMARKS.register("quant")
+def _quant(args) -> tuple[dict, str]:
+    from .model.bench_quant import bench_quant, format_quant
+
+    report = bench_quant(model=args.model or "kangaroo-smol", data=args.data or "data/smol/heldout_short",
+                         limit=args.limit or (8 if args.quick else 40), tokens=8 if args.quick else 16,
+                         progress=not args.json)
+    return report, format_quant(report)
+
+
 def add_bench_args(p) -> None:
     p.add_argument("name", choices=BENCHMARKS.names())
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -101,7 +120,10 @@ def add_bench_args(p) -> None:
                    "(timings do not depend on weights)")
     p.add_argument("--lora", action="store_true", help="pack: LoRA adapters on the LLM train too (instruction stages)")
     p.add_argument("--rows", action="store_true", help="pack: also real tokens/s against packed row length (2k-16k)")
-    p.add_argument("--model", default=None, help="serve: a model name or folder (default: kangaroo-smol's architecture); score: (default: kangaroo-smol)")
+    p.add_argument("--model", default=None, help="serve: a model name or folder (default: kangaroo-smol's architecture); score, quant: (default: kangaroo-smol)")
+    p.add_argument("--clients", type=int, default=None, help="serve_scale: concurrent clients (default 16; --quick 4)")
+    p.add_argument("--data", default=None, help="quant: the held-out set (default data/smol/heldout_short)")
+    p.add_argument("--limit", type=int, default=None, help="quant: held-out questions (default 40; --quick 8)")
 
 
 def run_bench(args) -> int:

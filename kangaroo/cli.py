@@ -138,13 +138,14 @@ def _chat_sampling(args):
 def cmd_ask(args) -> int:
     from .model.chat import KangarooChat
 
-    kc = KangarooChat.load(args.model, device=args.device, sampling=_chat_sampling(args), system_prompt=args.system)
+    kc = KangarooChat.load(args.model, device=args.device, sampling=_chat_sampling(args), system_prompt=args.system,
+                           quantize=args.quantize)
     conv = kc.start(args.video)
     gen = _gen_from_args(args)
     if args.json:
         answer = kc.ask(conv, args.question, gen)
         _print_json({"video": args.video, "question": args.question, "answer": answer, "frames": conv.frames,
-                     "model": args.model, "generation": gen.__dict__})
+                     "model": args.model, "generation": gen.__dict__, "quantize": args.quantize})
     else:
         for delta in kc.ask_stream(conv, args.question, gen):
             print(delta, end="", flush=True)
@@ -155,7 +156,8 @@ def cmd_ask(args) -> int:
 def cmd_chat(args) -> int:
     from .model.chat import KangarooChat
 
-    kc = KangarooChat.load(args.model, device=args.device, sampling=_chat_sampling(args), system_prompt=args.system)
+    kc = KangarooChat.load(args.model, device=args.device, sampling=_chat_sampling(args), system_prompt=args.system,
+                           quantize=args.quantize)
     conv = kc.start(args.video)
     gen = _gen_from_args(args)
     print(f"[{conv.frames['num_frames']} frames, {conv.frames['visual_tokens']} visual tokens; "
@@ -249,7 +251,8 @@ def cmd_serve(args) -> int:
     serve(ServeConfig(model=args.model, host=args.host, port=args.port, store=args.store,
                       allowed_roots=[os.path.abspath(r) for r in args.allow_root], allow_remote=bool(args.allow_host),
                       remote_hosts=args.allow_host, max_frames=args.max_frames or ServeConfig.max_frames,
-                      max_queue=args.max_queue))
+                      max_queue=args.max_queue, store_max_mb=args.store_max_mb or None,
+                      decode_workers=args.decode_workers, max_batch=args.max_batch, quantize=args.quantize))
     return 0
 
 
@@ -400,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--greedy", action="store_true")
         p.add_argument("--seed", type=int, default=None)
         p.add_argument("--device", default="cpu")
+        p.add_argument("--quantize", default=None, choices=["int8", "int4"],
+                       help="torchao weight-only quantisation of the LLM (the vision tower is not quantised)")
         p.set_defaults(func=cmd_ask if name == "ask" else cmd_chat)
 
     p = sub.add_parser("convert", help="convert the official Kangaroo release to our layout")
@@ -476,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-host", action="append", default=[], help="allow fetching https videos from this host")
     p.add_argument("--max-frames", type=int, default=None, help="frames per request at most (default 160)")
     p.add_argument("--max-queue", type=int, default=64)
+    p.add_argument("--store-max-mb", type=float, default=4096,
+                   help="bound on the store of uploads and data: URL videos, least recently used deleted first "
+                        "(0: unbounded)")
+    p.add_argument("--decode-workers", type=int, default=4, help="video decodes at once, outside the model")
+    p.add_argument("--max-batch", type=int, default=32, help="sequences decoded together (continuous batching)")
+    p.add_argument("--quantize", default=None, choices=["int8", "int4"],
+                   help="torchao weight-only quantisation of the LLM (the vision tower is not quantised)")
     p.set_defaults(func=cmd_serve)
 
     from .eval.benchmarks import BENCHMARKS as EVAL_BENCHMARKS

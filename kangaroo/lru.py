@@ -31,3 +31,8 @@ class LRUBytes:
             while self.used > self.budget and len(self.items) > 1:
                 _, (_, s) = self.items.popitem(last=False)
                 self.used -= s
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+            self.used = 0

@@ -180,10 +180,20 @@ class KangarooChat:
         self.frame_cache = FrameCache(encoder_cache_mb)
 
     @classmethod
-    def load(cls, name_or_dir: str, device: str = "cpu", dtype: torch.dtype | None = None, **kw) -> "KangarooChat":
+    def load(cls, name_or_dir: str, device: str = "cpu", dtype: torch.dtype | None = None,
+             quantize: str | None = None, **kw) -> "KangarooChat":
+        """``quantize``: "int8" / "int4" weight-only quantisation of the LLM (quantize.py; torchao)."""
         from .weights import load
 
+        if quantize is not None:
+            from .quantize import quantize_config
+
+            quantize_config(quantize, device)  # torchao missing or an unknown mode: said before loading
         model, processor = load(name_or_dir, device=device, dtype=dtype)
+        if quantize is not None:
+            from .quantize import quantize_llm
+
+            model.quantization = quantize_llm(model, quantize)
         return cls(model, processor, **kw)
 
     @property

@@ -8,7 +8,7 @@ def build_app(cfg: ServeConfig, chat=None):
     from ..model.chat import KangarooChat
     from .app import create_app
 
-    chat = chat or KangarooChat.load(cfg.model)
+    chat = chat or KangarooChat.load(cfg.model, quantize=cfg.quantize)
     return create_app(Engine(cfg, chat), model_name=cfg.model.rstrip("/").split("/")[-1])
 
 

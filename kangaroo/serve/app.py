@@ -19,6 +19,7 @@ change; malformed JSON and wrong types never reach a 500.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -140,7 +141,21 @@ def split_messages(req: ChatRequest) -> tuple[str | None, list[dict]]:
 
 
 def create_app(engine: Engine, model_name: str) -> FastAPI:
-    app = FastAPI(title="kangaroo", version="0.1.0")
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        # a request waits in a worker thread for its encode and its tokens; asyncio's default pool
+        # (cores + 4 threads) would cap the requests in flight, and so the decode batch, far below
+        # --max-queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(cfg.max_queue + 8, thread_name_prefix="kangaroo-request")
+        asyncio.get_running_loop().set_default_executor(pool)
+        yield
+        engine.close()  # the batcher's thread and the decode pool
+        pool.shutdown(wait=False)
+
+    app = FastAPI(title="kangaroo", version="0.1.0", lifespan=lifespan)
+    app.state.engine = engine
     cfg = engine.cfg
     app.add_middleware(BodyLimit, json_limit=cfg.max_request_bytes, upload_limit=cfg.max_upload_bytes)
 
@@ -168,7 +183,9 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_name, "queued": engine.pending, **engine.stats}
+        return {"status": "ok", "model": model_name, "queued": engine.pending, **engine.stats,
+                "store_bytes": engine.store.used_bytes, "store_evicted": engine.store.evicted,
+                "decode_steps": engine.batcher.stats["steps"] if engine.batcher else None}
 
     @app.get("/v1/models")
     async def models():
@@ -184,13 +201,20 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
             return _error(400, "empty upload")
         suffix = os.path.splitext(file.filename or "")[1].lower()
         suffix = suffix if suffix in (".mp4", ".mkv", ".webm", ".mov", ".avi") else ".mp4"
-        fid, path = await asyncio.to_thread(store_bytes, engine.policy, data, suffix)
+        fid, path, created = await asyncio.to_thread(store_bytes, engine.policy, data, suffix, engine.store)
+        try:  # a refused upload (not a video or an image, too long) is deleted before the answer
+            await asyncio.to_thread(engine.check_media, path)
+        except BaseException:
+            if created:
+                engine.store.remove(path)
+            raise
         return {"id": fid, "object": "file", "bytes": len(data), "filename": os.path.basename(file.filename or ""),
                 "url": f"kangaroo-file://{fid}"}
 
     @app.get("/v1/files/{fid}/content")
     async def file_content(fid: str):
         path = upload_path(engine.policy, fid)
+        engine.store.touch(path)
         return FileResponse(path, media_type="video/mp4")
 
     @app.get("/", response_class=HTMLResponse)
@@ -209,13 +233,8 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         gen = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
                                do_sample=req.temperature > 0, seed=req.seed)
         engine.admit()
-        try:
-            enc, cached = (await asyncio.to_thread(engine.encode, video, sampling)) if video else (None, False)
-        except BaseException:
-            engine.release()
-            raise
-        try:  # what cannot fit the context is refused before any generation (and before a stream starts)
-            engine.check_fits(enc, messages, gen)
+        try:  # decoded and encoded outside the model; what cannot fit the context is refused before generation
+            enc, cached = await asyncio.to_thread(engine.prepare, video, sampling, messages, gen)
         except BaseException:
             engine.release()
             raise

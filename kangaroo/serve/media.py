@@ -1,6 +1,6 @@
 """Where a request's video comes from, safely.
 
-    data:video/mp4;base64,...   decoded, size-limited, stored by content hash
+    data:video/mp4;base64,...   decoded, size-limited, stored by content hash (store.py: bounded, LRU)
     file:///path                only under the configured allowed roots (realpath, so no
                                 '..' or symlink escapes)
     kangaroo-file://ID          a file uploaded to /v1/files
@@ -47,20 +47,14 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def store_bytes(policy: MediaPolicy, data: bytes, suffix: str = ".mp4") -> tuple[str, str]:
-    """Write ``data`` into the store under its hash; returns (file id, path)."""
+def store_bytes(policy: MediaPolicy, data: bytes, suffix: str = ".mp4", store=None) -> tuple[str, str, bool]:
+    """Write ``data`` into the store under its hash: (file id, path, created by this call).
+    ``store``: the server's bounded ``Store`` (store.py); without one, an unbounded one on ``policy.store``."""
+    from .store import Store
+
     if len(data) > policy.max_bytes:
         raise MediaError(413, f"video is {len(data)} bytes; the limit is {policy.max_bytes}")
-    digest = hashlib.sha256(data).hexdigest()
-    fid = f"file-{digest[:32]}"
-    os.makedirs(policy.store, exist_ok=True)
-    path = os.path.join(os.path.abspath(policy.store), fid + suffix)
-    if not os.path.exists(path):
-        tmp = path + ".part"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    return fid, path
+    return (store or Store(policy.store)).put(data, suffix)
 
 
 def upload_path(policy: MediaPolicy, fid: str) -> str:
@@ -92,7 +86,7 @@ def _check_ip(host: str) -> None:
             raise MediaError(403, f"refusing to fetch from {host} ({ip}): not a public address")
 
 
-def fetch_remote(policy: MediaPolicy, url: str) -> str:
+def fetch_remote(policy: MediaPolicy, url: str, store=None) -> tuple[str, bool]:
     import httpx
 
     host = urlparse(url).hostname or ""
@@ -111,11 +105,17 @@ def fetch_remote(policy: MediaPolicy, url: str) -> str:
             if size > policy.max_bytes:
                 raise MediaError(413, f"remote video exceeds {policy.max_bytes} bytes")
             chunks.append(chunk)
-    return store_bytes(policy, b"".join(chunks))[1]
+    return store_bytes(policy, b"".join(chunks), store=store)[1:]
 
 
 def resolve_video(policy: MediaPolicy, url: str) -> str:
     """A local path for a request's video URL, or a ``MediaError``."""
+    return resolve(policy, url)[0]
+
+
+def resolve(policy: MediaPolicy, url: str, store=None) -> tuple[str, bool]:
+    """(a local path for a request's video URL, whether this call wrote it into the store: a refused
+    request deletes what it created), or a ``MediaError``."""
     if not isinstance(url, str) or not url:
         raise MediaError(400, "video_url.url must be a non-empty string")
     if "\x00" in url or "%00" in url:
@@ -131,9 +131,9 @@ def resolve_video(policy: MediaPolicy, url: str) -> str:
             data = base64.b64decode(url[m.end():], validate=True)
         except (binascii.Error, ValueError):
             raise MediaError(400, "the data: URL is not valid base64") from None
-        return store_bytes(policy, data)[1]
+        return store_bytes(policy, data, store=store)[1:]
     if scheme == "kangaroo-file":
-        return upload_path(policy, url.split("://", 1)[-1])
+        return upload_path(policy, url.split("://", 1)[-1]), False
     if scheme == "file":
         path = unquote(urlparse(url).path)
         if not policy.allowed_roots:
@@ -142,7 +142,7 @@ def resolve_video(policy: MediaPolicy, url: str) -> str:
             raise MediaError(403, f"{path} is outside the allowed roots")
         if not os.path.isfile(path):
             raise MediaError(404, f"no such file: {path}")
-        return os.path.realpath(path)
+        return os.path.realpath(path), False
     if scheme in ("http", "https"):
-        return fetch_remote(policy, url)
+        return fetch_remote(policy, url, store)
     raise MediaError(400, f"unsupported video URL scheme {scheme!r} (use data:, file://, kangaroo-file:// or https://)")
