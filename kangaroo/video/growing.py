@@ -15,7 +15,12 @@ it arrives and yields the frames a fixed-rate sampler picks, the ones that ``kan
 --fps F`` picks from the finished file: the frame shown at ``(i + 0.5) / F`` seconds after
 the stream's start, with the frame's own presentation time as its timestamp. ``ended`` and
 ``end_reason`` report how the stream finished ("end of stream", "no new data for Ns",
-"stopped", or a decode error).
+"stopped", or a decode error); ``finish()`` says the writer is done (read the rest, then end),
+``stop()`` ends it at once.
+
+Latency: an MPEG-TS demuxer passes a frame on when the next one starts, and the H.264 parser
+likewise, so a frame is seen about two source frames after it is written; Matroska's demuxer
+first reads about 20 frames to probe the stream.
 
     reader = StreamReader("live.ts", fps=1.0, idle_timeout_s=10)
     for t, rgb in reader.frames():      # t: seconds, rgb: uint8 [H, W, 3]
@@ -44,12 +49,13 @@ class GrowingConfig:
     poll_s: float = 0.05  # how often a waiting read looks for new bytes
     open_timeout_s: float = 10.0  # how long to wait for the file to appear
     max_side: int | None = 448  # decoded frames are downscaled so the longer side is at most this
+    probe_bytes: int = 4096  # the demuxer starts after this much (FFmpeg's default 5 MB is minutes of a slow stream)
 
     def __post_init__(self) -> None:
         if self.fps <= 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
-        if self.idle_timeout_s <= 0 or self.poll_s <= 0 or self.open_timeout_s < 0:
-            raise ValueError("idle_timeout_s and poll_s must be > 0, open_timeout_s >= 0")
+        if self.idle_timeout_s <= 0 or self.poll_s <= 0 or self.open_timeout_s < 0 or self.probe_bytes < 32:
+            raise ValueError("idle_timeout_s and poll_s must be > 0, open_timeout_s >= 0, probe_bytes >= 32")
 
 
 class GrowingFile(io.RawIOBase):
@@ -68,6 +74,7 @@ class GrowingFile(io.RawIOBase):
         if os.path.isdir(self.path):
             raise VideoNotFoundError(self.path, "is a directory, not a video file")
         self._f = open(self.path, "rb")
+        self.complete = threading.Event()  # the writer is done: the next read that finds nothing ends it
         self.bytes_read = 0
         self.timed_out = False  # the last read gave up after idle_timeout_s without new bytes
 
@@ -81,7 +88,7 @@ class GrowingFile(io.RawIOBase):
             if n:
                 self.bytes_read += n
                 return n
-            if self.stop_event.is_set():
+            if self.stop_event.is_set() or self.complete.is_set():
                 return 0
             if time.monotonic() - waited_since >= self.idle_timeout_s:
                 self.timed_out = True
@@ -115,13 +122,18 @@ class StreamReader:
                                      self.config.open_timeout_s, self.stop_event)
 
     def stop(self) -> None:
-        """End the stream: a waiting read returns at once and ``frames()`` finishes."""
+        """End the stream now: a waiting read returns at once and ``frames()`` finishes."""
         self.stop_event.set()
+
+    def finish(self) -> None:
+        """The writer is done: read what the file holds, then end (without the idle timeout)."""
+        if self._file is not None:
+            self._file.complete.set()
 
     def _open(self):
         try:
             # a short probe: the demuxer must not wait for seconds of a live stream before the first frame
-            opts = {"probesize": "32768", "analyzeduration": "200000"}
+            opts = {"probesize": str(self.config.probe_bytes), "analyzeduration": "200000"}
             if self._file is not None:
                 return av.open(self._file, "r", options=opts)
             return av.open(self.source, "r", options=opts, timeout=self.config.idle_timeout_s)

@@ -138,3 +138,66 @@ def test_index_tpe_is_refused(smol_tokenizer):
     chat.model.switch_tpe("index")
     with pytest.raises(ValueError, match="timestamps"):
         WatchSession(chat)
+
+
+# ---- kangaroo-smol on a growing file -----------------------------------------------------------
+def two_objects(fps=4):
+    """16 s: a red circle until 8 s, then a blue square (the synthetic data's shapes)."""
+    from kangaroo.synth.render import render_frame
+    from kangaroo.synth.timeline import Appearance, SynthConfig, Timeline
+
+    cfg = SynthConfig(duration=16, fps=fps, width=128, height=96, num_objects=0)
+    objs = [Appearance("circle", "red", 0.0, 8.0, 0.5, (0.5, 0.5), (0.5, 0.5)),
+            Appearance("square", "blue", 8.0, 16.0, 0.5, (0.5, 0.5), (0.5, 0.5))]
+    tl = Timeline(cfg, 0, objs, [], [(30, 30, 30)])
+    return lambda i: render_frame(tl, i / fps)
+
+
+@pytest.fixture(scope="module")
+def smol():
+    return KangarooChat.load("kangaroo-smol")
+
+
+def _wait_for(cond, timeout=120):
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_smol_answer_changes_as_the_stream_passes_t_and_equals_ask_when_done(smol, tmp_path):
+    import threading
+
+    from kangaroo.video import SamplingConfig
+    from tests.video.growing_media import BackgroundWriter
+
+    path = tmp_path / "live.ts"
+    resume = threading.Event()
+    w = BackgroundWriter(path, seconds=16, fps=4, delay=0.0, w=128, h=96, frame_fn=two_objects(), gate=(30, resume))
+    s = WatchSession(smol, WatchConfig(fps=1.0, idle_timeout_s=60)).open(str(path))  # outlasts the gate
+    w.start()
+    q = "Which object is on screen at 10 seconds?"
+    try:
+        # 0.5 .. 6.5 s: the writer waits after 7.25 s (the TS demuxer and H.264 parser hold back two frames)
+        _wait_for(lambda: len(s.timestamps) == 7)
+        before = s.ask(q, GREEDY)
+        assert before["seen_until"] == 6.5 and before["frames"] == 7
+        assert "red circle" in before["answer"]  # only the circle seen so far
+        resume.set()
+        w.join()
+        s.reader.finish()  # the writer is done: end after what it wrote, not after the idle timeout
+        assert s.wait(30) and s.error is None and s.state()["end_reason"] == "end of stream"
+        after = s.ask(q, GREEDY)
+        assert after["frames"] == 16 and after["seen_until"] == 15.5
+        assert "blue square" in after["answer"]
+        assert "red circle" in s.ask("Which object is on screen at 2 seconds?", GREEDY)["answer"]
+        # the finished stream == `kangaroo ask --fps 1` over the file (its sampling, greedy)
+        conv = smol.start(str(path), SamplingConfig(sampler="fps", fps=1.0, min_frames=2, max_frames=160))
+        assert conv.frames["timestamps"] == [round(t, 3) for t in s.timestamps]
+        assert smol.ask(conv, q, GREEDY) == after["answer"]
+    finally:
+        resume.set()
+        s.close()
+        w.join()

@@ -22,13 +22,16 @@ def frame_at(i: int, fps: float, schedule, w: int = 64, h: int = 48) -> np.ndarr
 
 class BackgroundWriter(threading.Thread):
     """Writes ``seconds`` of video at ``fps`` into ``path``, sleeping ``delay`` between frames and flushing
-    after each, so a reader sees the file grow. ``pause_after`` frames: stop writing for ``pause_s`` once."""
+    after each, so a reader sees the file grow. ``pause_after`` frames: stop writing for ``pause_s`` once.
+    ``frame_fn(i)``: frame i (default: a colour from ``schedule``)."""
 
     def __init__(self, path, seconds=6.0, fps=4.0, fmt="mpegts", delay=0.02, schedule=(( 0.0, "red"),),
-                 pause_after=None, pause_s=0.0, w=64, h=48):
+                 pause_after=None, pause_s=0.0, w=64, h=48, frame_fn=None, gate=None):
         super().__init__(daemon=True)
         self.path, self.n, self.fps, self.fmt, self.delay = str(path), int(round(seconds * fps)), fps, fmt, delay
         self.schedule, self.pause_after, self.pause_s, self.w, self.h = list(schedule), pause_after, pause_s, w, h
+        self.frame_fn = frame_fn or (lambda i: frame_at(i, self.fps, self.schedule, self.w, self.h))
+        self.gate = gate  # (frames, threading.Event): after that many frames, wait for the event
         self.written = 0
         self.error = None
         open(self.path, "wb").close()
@@ -36,14 +39,16 @@ class BackgroundWriter(threading.Thread):
     def run(self):
         try:
             with open(self.path, "ab") as f:
-                # Matroska: a cluster every 250 ms, as a live muxer writes it
-                opts = {"live": "1", "cluster_time_limit": "250"} if self.fmt == "matroska" else {}
+                # every packet flushed to the file; Matroska: a cluster every 250 ms, as a live muxer writes it
+                opts = {"flush_packets": "1"} | ({"live": "1", "cluster_time_limit": "250"} if self.fmt == "matroska" else {})
                 out = av.open(f, "w", format=self.fmt, options=opts)
                 s = out.add_stream("libx264", rate=int(self.fps))
                 s.width, s.height, s.pix_fmt = self.w, self.h, "yuv420p"
                 s.options = {"tune": "zerolatency", "g": "8"}  # no lookahead: packets come out as frames go in
                 for i in range(self.n):
-                    fr = av.VideoFrame.from_ndarray(frame_at(i, self.fps, self.schedule, self.w, self.h), format="rgb24")
+                    if self.gate is not None and i == self.gate[0]:
+                        self.gate[1].wait(120)
+                    fr = av.VideoFrame.from_ndarray(self.frame_fn(i), format="rgb24")
                     for p in s.encode(fr):
                         out.mux(p)
                     f.flush()
