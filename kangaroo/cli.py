@@ -174,6 +174,24 @@ def cmd_chat(args) -> int:
     return 0
 
 
+def cmd_watch(args) -> int:
+    from .model.chat import KangarooChat
+    from .model.session import WatchConfig, WatchSession, answer_lines
+
+    cfg = WatchConfig(fps=args.fps, max_frames=args.max_frames, policy=args.policy, conversation=args.conversation,
+                      idle_timeout_s=args.idle_timeout)
+    kc = KangarooChat.load(args.model, device=args.device, system_prompt=args.system)
+    with WatchSession(kc, cfg) as session:
+        session.open(args.source, open_timeout_s=args.idle_timeout)
+        print(json.dumps({"ready": True}), flush=True)
+
+        def write(line):
+            print(line, flush=True)
+
+        answer_lines(session, sys.stdin, _gen_from_args(args), write)
+    return 0
+
+
 def cmd_convert(args) -> int:
     import torch
 
@@ -401,6 +419,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=None)
         p.add_argument("--device", default="cpu")
         p.set_defaults(func=cmd_ask if name == "ask" else cmd_chat)
+
+    p = sub.add_parser("watch", help="follow a growing video or live stream; questions on stdin, JSON answers")
+    p.add_argument("source", help="a file being written (MPEG-TS, Matroska) or a stream PyAV opens")
+    p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second of video")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="frame budget (default: as many as fit the context); older frames are thinned past it")
+    p.add_argument("--policy", default="every_other", help="thinning policy: every_other or events")
+    p.add_argument("--conversation", action="store_true", help="keep earlier questions and answers")
+    p.add_argument("--idle-timeout", type=float, default=10.0, help="seconds without new data that end the stream")
+    p.add_argument("--model", default="kangaroo-smol", help="built-in name or model folder")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--greedy", action="store_true")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("convert", help="convert the official Kangaroo release to our layout")
     p.add_argument("--official", required=True, help="folder with config.json and pytorch_model.bin")

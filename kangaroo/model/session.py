@@ -382,3 +382,23 @@ class WatchSession:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def answer_lines(session: WatchSession, lines, gen: GenerationConfig, write) -> None:
+    """``kangaroo watch``'s loop: one question per line in, one JSON line per answer out
+    (``answer``, ``seen_until``, ``frames``, ``ttft_s``); a question that cannot be answered gives
+    ``{"error": ...}`` and the loop goes on."""
+    import json
+
+    for line in lines:
+        q = line.strip()
+        if not q:
+            continue
+        try:
+            r = session.ask(q, gen)
+            out = {k: r[k] for k in ("answer", "seen_until", "frames", "ttft_s")}
+        except ValueError as e:  # ContextLengthError included
+            out = {"error": str(e)}
+        if session.error is not None:
+            out["source_error"] = str(session.error)
+        write(json.dumps(out, ensure_ascii=False))
