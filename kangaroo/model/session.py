@@ -131,7 +131,8 @@ class _FirstToken(BaseStreamer):
 class WatchSession:
     """A growing video's slots in a KV cache, and questions over everything seen so far."""
 
-    def __init__(self, chat: KangarooChat, config: WatchConfig | None = None):
+    def __init__(self, chat: KangarooChat, config: WatchConfig | None = None, lock=None):
+        """``lock``: held for every model call (a server passes the one its other requests hold)."""
         self.chat, self.model, self.config = chat, chat.model, config or WatchConfig()
         mc = self.model.config
         if mc.tpe == "index":
@@ -140,7 +141,7 @@ class WatchSession:
         self.processor.sync(mc)
         self.slot_frames = mc.slot_frames
         self.vid = mc.video_token_id
-        self.lock = threading.RLock()
+        self.lock = lock if lock is not None else threading.Lock()
         self.slots: list[Slot] = []  # kept, in order
         self.pending: list[tuple[float, np.ndarray]] = []  # frames of an incomplete slot
         self.history: list[dict] = []  # conversation=True: earlier rounds
