@@ -385,6 +385,16 @@ class WatchSession:
         self.close()
 
 
+def watch_lines(chat: KangarooChat, config: WatchConfig, source: str, lines, gen: GenerationConfig, write) -> None:
+    """``kangaroo watch``: open ``source``, ``write('{"ready": true}')``, then answer ``lines`` (see answer_lines)."""
+    import json
+
+    with WatchSession(chat, config) as session:
+        session.open(source, open_timeout_s=config.idle_timeout_s)
+        write(json.dumps({"ready": True}))
+        answer_lines(session, lines, gen, write)
+
+
 def answer_lines(session: WatchSession, lines, gen: GenerationConfig, write) -> None:
     """``kangaroo watch``'s loop: one question per line in, one JSON line per answer out
     (``answer``, ``seen_until``, ``frames``, ``ttft_s``); a question that cannot be answered gives
