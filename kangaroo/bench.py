@@ -79,6 +79,14 @@ def _score(args) -> tuple[dict, str]:
     return report, format_score(report)
 
 
+@BENCHMARKS.register("watch")
+def _watch(args) -> tuple[dict, str]:
+    from .model.bench_watch import bench_watch, format_watch
+
+    report = bench_watch(model=args.model, workdir=args.workdir, quick=args.quick, progress=not args.json)
+    return report, format_watch(report)
+
+
 @BENCHMARKS.register("convert")
 def _convert(args) -> tuple[dict, str]:
     import os

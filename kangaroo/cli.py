@@ -176,6 +176,17 @@ def cmd_chat(args) -> int:
     return 0
 
 
+def cmd_watch(args) -> int:
+    from .model.chat import KangarooChat
+    from .model.session import WatchConfig, watch_lines
+
+    cfg = WatchConfig(fps=args.fps, max_frames=args.max_frames, policy=args.policy, conversation=args.conversation,
+                      idle_timeout_s=args.idle_timeout)
+    kc = KangarooChat.load(args.model, device=args.device, system_prompt=args.system)
+    watch_lines(kc, cfg, args.source, sys.stdin, _gen_from_args(args), lambda line: print(line, flush=True))
+    return 0
+
+
 def cmd_convert(args) -> int:
     import torch
 
@@ -336,6 +347,21 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
+def add_generation_args(p: argparse.ArgumentParser, max_new_tokens: int, quantize: bool = True) -> None:
+    """The model and answer options of ask, chat and watch."""
+    p.add_argument("--model", default="kangaroo-smol", help="built-in name or model folder")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--greedy", action="store_true")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    if quantize:
+        p.add_argument("--quantize", default=None, choices=["int8", "int4"],
+                       help="torchao weight-only quantisation of the LLM (the vision tower is not quantised)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .video import COUNT_SAMPLERS
@@ -388,7 +414,6 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ask":
             p.add_argument("question")
             p.add_argument("--json", action="store_true")
-        p.add_argument("--model", default="kangaroo-smol", help="built-in name or model folder")
         p.add_argument("--frames", type=int, default=16, help="frame count")
         p.add_argument("--sampler", default="uniform", choices=COUNT_SAMPLERS,
                        help="how --frames are placed (events, ours: half on brief events)")
@@ -396,16 +421,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-frames", type=int, default=None, help="with --fps (default and limit: the frame cap, 160)")
         p.add_argument("--start", type=float, default=None)
         p.add_argument("--end", type=float, default=None)
-        p.add_argument("--system", default=None, help="system prompt")
-        p.add_argument("--max-new-tokens", type=int, default=512)
-        p.add_argument("--temperature", type=float, default=0.6)
-        p.add_argument("--top-p", type=float, default=0.9)
-        p.add_argument("--greedy", action="store_true")
-        p.add_argument("--seed", type=int, default=None)
-        p.add_argument("--device", default="cpu")
-        p.add_argument("--quantize", default=None, choices=["int8", "int4"],
-                       help="torchao weight-only quantisation of the LLM (the vision tower is not quantised)")
+        add_generation_args(p, 512)
         p.set_defaults(func=cmd_ask if name == "ask" else cmd_chat)
+
+    p = sub.add_parser("watch", help="follow a growing video or live stream; questions on stdin, JSON answers")
+    p.add_argument("source", help="a file being written (MPEG-TS, Matroska) or a stream PyAV opens")
+    p.add_argument("--fps", type=float, default=1.0, help="frames sampled per second of video")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="frame budget (default: as many as fit the context); older frames are thinned past it")
+    p.add_argument("--policy", default="every_other", help="thinning policy: every_other or events")
+    p.add_argument("--conversation", action="store_true", help="keep earlier questions and answers")
+    p.add_argument("--idle-timeout", type=float, default=10.0, help="seconds without new data that end the stream")
+    add_generation_args(p, 128, quantize=False)
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("convert", help="convert the official Kangaroo release to our layout")
     p.add_argument("--official", required=True, help="folder with config.json and pytorch_model.bin")

@@ -11,6 +11,7 @@
                                  "kangaroo-file://file-..." in a video_url
     GET  /v1/files/{id}/content  the uploaded video (the web page plays it)
     GET  /                       the web chat page
+    /v1/sessions ...             streaming video sessions over a growing file (sessions.py)
 
 Every error is a 4xx JSON body {"error": {"message", "type", "code"}} saying what to
 change; malformed JSON and wrong types never reach a 500.
@@ -37,6 +38,7 @@ from ..model.chat import ContextLengthError, GenerationConfig
 from ..video import COUNT_SAMPLERS, VideoError
 from .engine import Engine
 from .media import MediaError, store_bytes, upload_path
+from .sessions import mount_sessions
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
@@ -265,6 +267,7 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         return StreamingResponse(_stream(engine, enc, messages, gen, rid, created, model_name, extra, t_arrival, usage),
                                  media_type="text/event-stream")
 
+    mount_sessions(app, engine)  # /v1/sessions: streaming video sessions (sessions.py)
     return app
 
 

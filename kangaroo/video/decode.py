@@ -183,7 +183,11 @@ class _PyAVPlan:
         sought = -1  # the target the last seek was for: at most one seek per target
         while j < len(targets):
             pos = prev.pts if prev is not None else None
-            if packets is None or (sought != j and pos is not None and self.should_seek(targets[j], pos)):
+            if packets is None and not self.should_seek(targets[j], self.t0):
+                # near the start: decode from the first packet. A seek there may land on a later keyframe
+                # in containers that seek by byte position (MPEG-TS without an index)
+                packets = self._frames(self.container.demux(self.stream))
+            elif packets is None or (sought != j and pos is not None and self.should_seek(targets[j], pos)):
                 sought = j
                 self.container.seek(targets[j], stream=self.stream, backward=True, any_frame=False)
                 self.stats["seeks"] += 1
