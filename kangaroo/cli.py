@@ -202,7 +202,8 @@ def cmd_train(args) -> int:
     recipe = Recipe.load(args.recipe, overrides=args.set)
     out = args.out or os.path.join("runs", recipe.name)
     with distributed_session():
-        last = make_trainer(recipe, out, previous=args.init_from, progress=not args.quiet).train(resume=args.resume)
+        trainer = make_trainer(recipe, out, previous=args.init_from, progress=not args.quiet)
+        last = trainer.train(resume=args.resume, stop_at=args.stop_after)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_json({"out": out, **last})
     return 0
@@ -431,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, help="model folder for a recipe whose init is 'previous'")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value (YAML-typed, dotted keys like lora.r; repeatable)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                   help="stop after this step, as an interruption would (no export; the schedule stays max_steps')")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
