@@ -209,6 +209,18 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .train.plan import format_plan, plan
+
+    rep = plan(args.model, args.frames, args.gpus, args.gpu_memory_gib, stage=args.stage, lora=args.lora,
+               text_tokens=args.text_tokens, reserve_gib=args.reserve_gib)
+    if args.json:
+        _print_json(rep)
+    else:
+        print(format_plan(rep))
+    return 0
+
+
 def cmd_export(args) -> int:
     from .train import export_checkpoint
 
@@ -436,6 +448,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this step, as an interruption would (no export; the schedule stays max_steps')")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plan", help="predict per-GPU peak memory of inference and of each 8B training stage")
+    p.add_argument("--model", default="8b", help="'8b' (the paper's shape) or a model folder")
+    p.add_argument("--frames", type=int, required=True, help="frames in the row's video")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs the model is sharded over (FSDP2)")
+    p.add_argument("--gpu-memory-gib", type=float, required=True, help="memory of one GPU, GiB")
+    p.add_argument("--stage", type=int, default=None, help="only this stage (recipes/kangaroo-8b/stageK_*.yaml)")
+    p.add_argument("--lora", action="store_true", help="train the LLM with LoRA adapters instead of in full")
+    p.add_argument("--text-tokens", type=int, default=256, help="text tokens in the row besides the video")
+    p.add_argument("--reserve-gib", type=float, default=2.0, help="kept free per GPU (CUDA context, allocator slack)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("export", help="export a training run's checkpoint as a model folder (evaluate a run mid-way)")
     p.add_argument("run", help="a kangaroo train --out folder")

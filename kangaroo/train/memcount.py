@@ -60,3 +60,75 @@ def state_tensors(model, opt=None) -> list[torch.Tensor]:
     if opt is not None:
         out += [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     return out
+
+
+def _row(cfg, frames: int, image_size: int, text_tokens: int, labelled: int, seed: int = 0):
+    """A packed row of one video of ``frames`` frames and ``text_tokens`` of text, the last ``labelled`` labelled."""
+    g = torch.Generator().manual_seed(seed)
+    n_vis = cfg.num_visual_tokens(frames, image_size, image_size, [2.0 * i for i in range(frames)]) if frames else 0
+    vocab = min(cfg.text_config.vocab_size, cfg.video_token_id or cfg.text_config.vocab_size)
+    ids = torch.cat([torch.randint(3, vocab, (8,), generator=g), torch.full((n_vis,), cfg.video_token_id),
+                     torch.randint(3, vocab, (text_tokens - 8,), generator=g)])[None]
+    labels = ids.clone()
+    labels[:, : ids.shape[1] - labelled] = -100
+    videos = [(torch.randn(frames, 3, image_size, image_size, generator=g), 2.0 * torch.arange(frames).float())] if frames else []
+    return {"input_ids": ids, "labels": labels, "segment_ids": torch.ones_like(ids), "videos": videos}
+
+
+def count_train_step(cfg, frames: int, setup, text_tokens: int = 256) -> int:
+    """Peak counted tensor bytes of one steady-state training step in one process, as the trainer
+    runs it (float32 parameters, bf16 autocast, AdamW, clipping), for a plan.Setup."""
+    from ..model.modeling import KangarooForConditionalGeneration
+    from ..model.weights import apply_lora
+
+    torch.manual_seed(0)
+    model = KangarooForConditionalGeneration(cfg).train()
+    model.requires_grad_(False)
+    if "lora" in setup.train:
+        apply_lora(model, setup.lora_r, 2 * setup.lora_r, 0.0, list(setup.lora_targets))
+    parts = {"vision": model.vision_tower, "temporal": model.temporal_embed, "patchify": model.patchify,
+             "projector": model.mm_projector, "llm": model.language_model}
+    for name in setup.train:
+        if name == "markers":
+            model.markers.requires_grad_(True)
+        elif name == "lora":
+            for n, p in model.language_model.named_parameters():
+                p.requires_grad_("lora_" in n)
+        else:
+            parts[name].requires_grad_(True)
+    if setup.checkpointing:
+        model.gradient_checkpointing_enable()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params)
+    row = _row(cfg, frames, setup.image_size, text_tokens, setup.labelled)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setup.bf16):
+            loss = model(**row)["loss_sum"]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()  # the optimiser's state exists from here on
+    counter = ByteCounter()
+    counter.hold(state_tensors(model, opt) + [t for v in row.values() if torch.is_tensor(v) for t in [v]]
+                 + [t for pair in row["videos"] for t in pair])
+    with counter:
+        step()
+    return counter.peak
+
+
+def count_inference(cfg, frames: int, image_size: int, text_tokens: int = 256) -> int:
+    """Peak counted tensor bytes of a bf16 prefill with a KV cache (the weights included)."""
+    from ..model.modeling import KangarooForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = KangarooForConditionalGeneration(cfg).eval().to(torch.bfloat16)
+    row = _row(cfg, frames, image_size, text_tokens, 1)
+    videos = [(p.to(torch.bfloat16), t) for p, t in row["videos"]]
+    counter = ByteCounter()
+    counter.hold(state_tensors(model) + [row["input_ids"]] + [t for pair in videos for t in pair])
+    with counter, torch.no_grad():
+        model(row["input_ids"], videos=videos, use_cache=True, logits_to_keep=1)
+    return counter.peak
