@@ -267,7 +267,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .eval.harness import EvalConfig, run_eval, shard_from_env
+    from .eval.harness import EvalConfig, rank_device, run_eval, shard_from_env
     from .model.chat import KangarooChat
 
     if args.benchmark != "niah":  # a malformed annotation file is refused before a model is loaded
@@ -278,7 +278,7 @@ def cmd_eval(args) -> int:
         if not os.path.isdir(args.data):
             raise FileNotFoundError(f"--data {args.data}: no such folder")
         EVAL_BENCHMARKS.get(args.benchmark)(args.data)
-    kc = KangarooChat.load(args.model, device=args.device)
+    kc = KangarooChat.load(args.model, device=rank_device(args.device))
     if args.frames_per_slot is not None:
         kc.model.set_frames_per_slot(args.frames_per_slot)
     name = args.model.rstrip("/").split("/")[-1]
@@ -299,6 +299,8 @@ def cmd_eval(args) -> int:
             from .eval.harness import unreadable_line
 
             print(f"warning: {unreadable_line(summary).replace('**', '')}", file=sys.stderr)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun rank 0 reports, once
     if args.json:
         _print_json(summary)
     else:
@@ -528,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evidence (ours, a diagnostic): frames only from each question's ground-truth interval "
                         "(synthetic set), which separates seeing from finding")
     p.add_argument("--per-cell", type=int, default=2, help="niah: videos per (frames, depth) cell")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda (under torchrun: each rank's cuda:LOCAL_RANK), cuda:N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
