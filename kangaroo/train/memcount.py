@@ -75,15 +75,33 @@ def _row(cfg, frames: int, image_size: int, text_tokens: int, labelled: int, see
     return {"input_ids": ids, "labels": labels, "segment_ids": torch.ones_like(ids), "videos": videos}
 
 
-def count_train_step(cfg, frames: int, setup, text_tokens: int = 256) -> int:
-    """Peak counted tensor bytes of one steady-state training step in one process, as the trainer
-    runs it (float32 parameters, bf16 autocast, AdamW, clipping), for a plan.Setup."""
+def random_model(cfg, device="cpu", dtype=torch.float32):
+    """A KangarooForConditionalGeneration of ``cfg`` with random weights made on ``device`` from the
+    meta device (no copy anywhere else: the 8B shape is initialised on the GPU itself)."""
     from ..model.modeling import KangarooForConditionalGeneration
+
+    with torch.device("meta"):
+        model = KangarooForConditionalGeneration(cfg)
+    model.to_empty(device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif p.ndim == 1:  # norms' gains, markers, gates
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02, generator=g)
+    llm = model.llm().model
+    llm.rotary_emb = type(llm.rotary_emb)(llm.config).to(device)  # its buffers are computed, not loaded
+    return model.to(dtype)
+
+
+def set_trainable_parts(model, setup) -> list[torch.Tensor]:
+    """Freeze all but ``setup.train`` (LoRA adapters added first), as the trainer does; returns the trainable parameters."""
     from ..model.weights import apply_lora
 
-    torch.manual_seed(0)
-    model = KangarooForConditionalGeneration(cfg).train()
-    model.requires_grad_(False)
+    model.train().requires_grad_(False)
     if "lora" in setup.train:
         apply_lora(model, setup.lora_r, 2 * setup.lora_r, 0.0, list(setup.lora_targets))
     parts = {"vision": model.vision_tower, "temporal": model.temporal_embed, "patchify": model.patchify,
@@ -98,18 +116,35 @@ def count_train_step(cfg, frames: int, setup, text_tokens: int = 256) -> int:
             parts[name].requires_grad_(True)
     if setup.checkpointing:
         model.gradient_checkpointing_enable()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params)
-    row = _row(cfg, frames, setup.image_size, text_tokens, setup.labelled)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def train_step(model, params, row: dict, bf16: bool, foreach: bool | None = None):
+    """(optimizer, step function) of one training step as the trainer runs it in one process."""
+    opt = torch.optim.AdamW(params, foreach=foreach)
+    dev = next(model.parameters()).device
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setup.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model(**row)["loss_sum"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    return opt, step
+
+
+def count_train_step(cfg, frames: int, setup, text_tokens: int = 256) -> int:
+    """Peak counted tensor bytes of one steady-state training step in one process, as the trainer
+    runs it (float32 parameters, bf16 autocast, AdamW, clipping), for a plan.Setup."""
+    from ..model.modeling import KangarooForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = KangarooForConditionalGeneration(cfg)
+    params = set_trainable_parts(model, setup)
+    row = _row(cfg, frames, setup.image_size, text_tokens, setup.labelled)
+    opt, step = train_step(model, params, row, setup.bf16, foreach=setup.foreach)
     step()  # the optimiser's state exists from here on
     counter = ByteCounter()
     counter.hold(state_tensors(model, opt) + [t for v in row.values() if torch.is_tensor(v) for t in [v]]
