@@ -215,9 +215,22 @@ def cmd_train(args) -> int:
     recipe = Recipe.load(args.recipe, overrides=args.set)
     out = args.out or os.path.join("runs", recipe.name)
     with distributed_session():
-        last = make_trainer(recipe, out, previous=args.init_from, progress=not args.quiet).train(resume=args.resume)
+        trainer = make_trainer(recipe, out, previous=args.init_from, progress=not args.quiet)
+        last = trainer.train(resume=args.resume, stop_at=args.stop_after)
     if int(os.environ.get("RANK", "0")) == 0:
         _print_json({"out": out, **last})
+    return 0
+
+
+def cmd_plan(args) -> int:
+    from .train.plan import format_plan, plan
+
+    rep = plan(args.model, args.frames, args.gpus, args.gpu_memory_gib, stage=args.stage, lora=args.lora,
+               text_tokens=args.text_tokens, reserve_gib=args.reserve_gib)
+    if args.json:
+        _print_json(rep)
+    else:
+        print(format_plan(rep))
     return 0
 
 
@@ -268,7 +281,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .eval.harness import EvalConfig, run_eval, shard_from_env
+    from .eval.harness import EvalConfig, rank_device, run_eval, shard_from_env
     from .model.chat import KangarooChat
 
     if args.benchmark != "niah":  # a malformed annotation file is refused before a model is loaded
@@ -279,7 +292,7 @@ def cmd_eval(args) -> int:
         if not os.path.isdir(args.data):
             raise FileNotFoundError(f"--data {args.data}: no such folder")
         EVAL_BENCHMARKS.get(args.benchmark)(args.data)
-    kc = KangarooChat.load(args.model, device=args.device)
+    kc = KangarooChat.load(args.model, device=rank_device(args.device))
     if args.frames_per_slot is not None:
         kc.model.set_frames_per_slot(args.frames_per_slot)
     name = args.model.rstrip("/").split("/")[-1]
@@ -300,6 +313,8 @@ def cmd_eval(args) -> int:
             from .eval.harness import unreadable_line
 
             print(f"warning: {unreadable_line(summary).replace('**', '')}", file=sys.stderr)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun rank 0 reports, once
     if args.json:
         _print_json(summary)
     else:
@@ -464,8 +479,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, help="model folder for a recipe whose init is 'previous'")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value (YAML-typed, dotted keys like lora.r; repeatable)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                   help="stop after this step, as an interruption would (no export; the schedule stays max_steps')")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plan", help="predict per-GPU peak memory of inference and of each 8B training stage")
+    p.add_argument("--model", default="8b", help="'8b' (the paper's shape) or a model folder")
+    p.add_argument("--frames", type=int, required=True, help="frames in the row's video")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs the model is sharded over (FSDP2)")
+    p.add_argument("--gpu-memory-gib", type=float, required=True, help="memory of one GPU, GiB")
+    p.add_argument("--stage", type=int, default=None, help="only this stage (recipes/kangaroo-8b/stageK_*.yaml)")
+    p.add_argument("--lora", action="store_true", help="train the LLM with LoRA adapters instead of in full")
+    p.add_argument("--text-tokens", type=int, default=256, help="text tokens in the row besides the video")
+    p.add_argument("--reserve-gib", type=float, default=2.0, help="kept free per GPU (CUDA context, allocator slack)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("export", help="export a training run's checkpoint as a model folder (evaluate a run mid-way)")
     p.add_argument("run", help="a kangaroo train --out folder")
@@ -541,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evidence (ours, a diagnostic): frames only from each question's ground-truth interval "
                         "(synthetic set), which separates seeing from finding")
     p.add_argument("--per-cell", type=int, default=2, help="niah: videos per (frames, depth) cell")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda (under torchrun: each rank's cuda:LOCAL_RANK), cuda:N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -4,7 +4,9 @@ Every result records what changes a score: benchmark, frame count, sampler, reso
 prompt template, model and generation settings. Predictions are appended to
 ``predictions.rankR.jsonl`` as they are made; a rerun skips what is there, so an
 interrupted run resumes where it stopped. Shards (``--shard i/n`` or torchrun's
-RANK/WORLD_SIZE) take every n-th item; the report merges whatever shards exist.
+RANK/WORLD_SIZE) take every n-th item; the report merges whatever shards exist. Under
+torchrun the ranks wait for each other (a gloo barrier) and rank 0 alone writes the merged
+results.json, the same file a single process writes.
 Questions about the same video share one encoding and are decoded as one batch.
 
 An item whose video cannot be read (missing, corrupt) is recorded with its reason and
@@ -15,6 +17,7 @@ items (an unreadable one counts as wrong), ``accuracy_answered`` over the items 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 from collections import defaultdict
@@ -202,7 +205,7 @@ def load_predictions(out: str) -> list[dict]:
     for p in sorted(os.listdir(out)):
         if p.startswith("predictions.rank") and p.endswith(".jsonl"):
             recs += _records(os.path.join(out, p))
-    return recs
+    return sorted(recs, key=lambda r: r["qid"])  # the same order however many shards wrote them
 
 
 def report(kc: KangarooChat, cfg: EvalConfig, model_name: str) -> dict:
@@ -313,7 +316,38 @@ def plot_per_task(summary: dict, png: str) -> None:
 
 def run_eval(kc: KangarooChat, cfg: EvalConfig, model_name: str, progress: bool = True) -> dict:
     predict(kc, cfg, progress)
-    return report(kc, cfg, model_name)
+    if not under_torchrun(cfg):
+        return report(kc, cfg, model_name)
+    import torch.distributed as dist
+
+    own = not dist.is_initialized()
+    if own:  # gloo: a barrier needs no GPU; the slowest shard may take hours
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=24))
+    try:
+        dist.barrier()  # every shard's predictions are written
+        if cfg.rank == 0:
+            summary = report(kc, cfg, model_name)
+        dist.barrier()  # the one writer is done
+        if cfg.rank != 0:
+            with open(os.path.join(cfg.out, "results.json")) as f:
+                summary = json.load(f)
+    finally:
+        if own:
+            dist.destroy_process_group()
+    return summary
+
+
+def under_torchrun(cfg: EvalConfig) -> bool:
+    """This process is one of torchrun's ranks and shards by them (not a manual ``--shard``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world > 1 and cfg.world == world and cfg.rank == int(os.environ.get("RANK", "0"))
+
+
+def rank_device(device: str) -> str:
+    """``cuda`` under torchrun is this rank's GPU, ``cuda:LOCAL_RANK``; any other device as given."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
 
 
 def shard_from_env(cfg: EvalConfig) -> EvalConfig:

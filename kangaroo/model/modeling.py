@@ -342,9 +342,11 @@ class KangarooForConditionalGeneration(PreTrainedModel, GenerationMixin):
         llm = self.llm()
         extra = {}
         if segment_ids is not None:
-            if llm.config._attn_implementation == packed_attention.NAME:  # no mask: one causal call per sample
+            if llm.config._attn_implementation == packed_attention.NAME:  # no dense mask (attention.py)
                 position_ids = self.packed_positions(segment_ids)
                 extra["kangaroo_segments"] = packed_attention.segments_of(segment_ids)
+                if x.is_cuda:  # one FlexAttention kernel per row; built once, shared by every layer
+                    extra["kangaroo_block_mask"] = packed_attention.packed_block_mask(segment_ids)
             else:  # eager or another implementation: the dense block-diagonal mask
                 attention_mask, position_ids = self.packing_mask(segment_ids, x.dtype)
         extra[CACHE_ARG] = cache

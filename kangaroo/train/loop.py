@@ -99,6 +99,16 @@ def append_metrics(path: str, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def truncate_metrics(path: str, step: int) -> None:
+    """Drop the rows of steps after ``step`` from ``metrics.jsonl`` (a resumed run trains them
+    again and logs them anew: each step is in the file once)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    _atomic_write(path, "".join(rows))
+
+
 def _atomic_write(path: str, text: str) -> None:
     tmp = path + ".part"
     with open(tmp, "w") as f:

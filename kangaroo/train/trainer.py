@@ -1,13 +1,15 @@
 """The curriculum trainer: packed rows, accumulation, bf16, checkpointing, exact resume, FSDP.
 
 One optimiser step = ``rows_per_step`` packed rows per process; the loss is the mean
-over every labelled token of the step (rows and processes together), so packing and
-accumulation change nothing but speed. The data stream is a deterministic function of
-(seed, sample index), and a checkpoint stores the trainable weights, the optimiser,
-the schedule and the stream cursor: ``--resume`` continues exactly.
+over every labelled token of the step (rows and processes together), so packing,
+accumulation and the number of processes change nothing but speed. The data stream is a
+deterministic function of (seed, sample index), and a checkpoint stores the trainable
+weights, the optimiser, the schedule, every rank's data position and RNG states:
+``--resume`` continues exactly, and on another number of processes.
 
-Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in FSDP and each rank reads
-its own slice of the stream; the gloo backend runs it on CPU.
+Under ``torchrun`` (WORLD_SIZE > 1) the model is sharded with FSDP2 (distributed.py),
+checkpoints are sharded (checkpoint.py) and each rank reads its own slice of the stream;
+the gloo backend runs it on CPU. Throughput metrics: metrics.py.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from ..prompts import ChatRenderer
 from ..model.modeling import KangarooForConditionalGeneration
 from .data import Encoded, Mixture
 from .loader import SampleLoader, auto_workers
-from .loop import checkpoint_steps, read_checkpoint, run_steps, write_checkpoint
+from . import checkpoint as ckpt
+from .distributed import all_reduce, init_distributed, shard_model, world_info
+from .loop import checkpoint_dir, checkpoint_steps, read_checkpoint, run_steps, truncate_metrics
+from .metrics import StepFlops, device_peak_flops, peak_memory_gib, reset_peak, step_metrics
 from .packing import pack_row, to_device
 from .recipe import Recipe
 
@@ -127,20 +132,19 @@ def lr_lambda(recipe: Recipe):
 class Trainer:
     def __init__(self, recipe: Recipe, out: str, previous: str | None = None, progress: bool = True):
         self.recipe, self.out, self.progress, self.previous = recipe, out, progress, previous
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        self.device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+        self.rank, self.world, _ = world_info()
+        self.device = init_distributed(self.world)
         torch.manual_seed(recipe.seed)
         self.model, self.tok, self.base_llm = build_model(recipe, previous)
         set_trainable(self.model, recipe)
         self.model.to(self.device).train()
+        self.flops = StepFlops(self.model)
+        self.peak_flops = device_peak_flops(self.device)
         self.builder = ChatRenderer(self.tok, ensure_media_tokens(self.tok))
         self.mixture = Mixture(recipe)
         self.loader = SampleLoader(recipe, self.mixture, self.tok, self.model.config,
                                    workers=auto_workers(recipe.data_workers, self.device.type == "cuda"))
-        self.net = self._wrap(self.model)
+        self.net = shard_model(self.model, recipe.bf16) if self.world > 1 else self.model
         llm_ids = {id(p) for p in self.model.language_model.parameters()}
         vis_ids = {id(p) for p in self.model.vision_tower.parameters()}
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -157,20 +161,6 @@ class Trainer:
         os.makedirs(out, exist_ok=True)
         if self.rank == 0:
             recipe.save(os.path.join(out, "recipe.yaml"))
-
-    def _wrap(self, model):
-        """FSDP2 (``fully_shard``: per-parameter sharding, works with gloo on CPU and with
-        frozen and trainable parameters in one unit). Each decoder layer is a unit; the root
-        holds the rest, the vision tower included: ranks see different numbers of videos,
-        and a unit must run the same number of times on every rank."""
-        if self.world == 1:
-            return model
-        from torch.distributed.fsdp import fully_shard
-
-        for layer in model.llm().model.layers:
-            fully_shard(layer)
-        fully_shard(model)
-        return model
 
     # ---- data ---------------------------------------------------------------------------
     def _encoded(self, index: int) -> Encoded:
@@ -195,6 +185,23 @@ class Trainer:
                 break
         return pack_row(samples), len(samples)
 
+    def data_state(self) -> dict:
+        """This rank's data position, JSON-able (saved per rank in every checkpoint)."""
+        return {"cursor": self.cursor, "world": self.world}
+
+    def load_data_state(self, states: list[dict]) -> None:
+        """Continue from the data positions of every rank of the checkpoint. On the world size it
+        was written with, each rank continues its own stream exactly; on another, every rank starts
+        after the last sample any old rank read (no sample is seen twice; the few that an old rank
+        had not reached are skipped) until the data stream is one global row order (issue #24)."""
+        old = len(states)
+        if old == self.world:
+            self.cursor = states[self.rank]["cursor"]
+        else:
+            read_upto = max(s["cursor"] for s in states) * old  # stream indices j*old + r, j < cursor_r
+            self.cursor = -(-read_upto // self.world)
+        self._carry = None
+
     # ---- loop ---------------------------------------------------------------------------
     def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
         """Run to ``max_steps``; ``stop_at`` stops early after that step, as an interruption would."""
@@ -206,21 +213,21 @@ class Trainer:
     def _train(self, resume: bool, stop_at: int | None) -> dict:
         if resume:
             self.load_checkpoint()
-        return run_steps(self, self._step, lambda m: {"loss": f"{m['loss']:.3f}", "tok_s": f"{m['tok_s']:.0f}"},
-                         self.recipe.name, stop_at, rank=self.rank)
+        return run_steps(self, self._step, postfix, self.recipe.name, stop_at, rank=self.rank)
 
     def _step(self) -> dict:
         """One optimiser step over ``rows_per_step`` packed rows; returns its metrics."""
         r = self.recipe
+        reset_peak(self.device)
         t0 = time.perf_counter()
         rows = [self.next_row() for _ in range(r.rows_per_step)]
-        n_tok = torch.tensor(sum(int((row["labels"][:, 1:] != -100).sum()) for row, _ in rows), dtype=torch.float64)
-        if self.world > 1:
-            dist.all_reduce(n_tok)
-        total = max(1.0, float(n_tok))
-        loss_sum = 0.0
-        tokens = 0
+        n_tok = sum(int((row["labels"][:, 1:] != -100).sum()) for row, _ in rows)
+        # the loss is the sum over every labelled token of the step, on every rank, over their count:
+        # each rank backpropagates its sum / total * world and FSDP averages over the world
+        total = max(1.0, all_reduce([n_tok], self.device)[0])
+        loss_sum, tokens, flops = 0.0, 0, 0.0
         for row, _ in rows:
+            flops += self.flops.row(row)
             row = to_device(row, self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=r.bf16):
                 out = self.net(**row)
@@ -236,42 +243,43 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         dt = time.perf_counter() - t0
-        loss_t = torch.tensor([loss_sum], dtype=torch.float64)
-        if self.world > 1:
-            dist.all_reduce(loss_t)
-        return {"step": self.step, "loss": float(loss_t) / total, "lr": self.sched.get_last_lr()[0],
+        loss_all, tok_all, flops_all = all_reduce([loss_sum, tokens, flops], self.device)
+        mem = peak_memory_gib(self.device)
+        if mem is not None:
+            mem = all_reduce([mem], self.device, op="max")[0]
+        return {"step": self.step, "loss": loss_all / total, "lr": self.sched.get_last_lr()[0],
                 "grad_norm": float(gnorm), "tokens": tokens, "tok_s": tokens / dt,
+                **step_metrics(flops_all, tok_all, dt, self.world, self.peak_flops, mem),
                 "samples": sum(n for _, n in rows), "cursor": self.cursor}
 
     # ---- checkpoints ------------------------------------------------------------------
-    def _trainable_state(self) -> dict:
-        return {k: v.detach().cpu().clone() for k, v in self.model.named_parameters() if v.requires_grad}
-
     def save_checkpoint(self) -> None:
-        if self.world > 1:  # collective: every rank takes part, rank 0 writes
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                                 get_optimizer_state_dict)
-
-            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            full = get_model_state_dict(self.model, options=opts)
-            osd = get_optimizer_state_dict(self.model, self.opt, options=opts)
-            names = {k for k, p in self.model.named_parameters() if p.requires_grad}
-            state = {k: v for k, v in full.items() if k in names}
-        else:
-            state, osd = self._trainable_state(), self.opt.state_dict()
-        if self.rank != 0:
-            return
-        write_checkpoint(self.out, self.step, state,
-                         {"optimizer": osd, "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state()},
-                         {"step": self.step, "cursor": self.cursor, "world": self.world})
+        """Collective: every rank writes its own shards (kangaroo/train/checkpoint.py)."""
+        ckpt.save(os.path.join(self.out, "checkpoints"), self.step, self.model, self.opt, self.sched,
+                  self.data_state(), self.rank, self.world)
 
     def load_checkpoint(self) -> bool:
-        ck = read_checkpoint(self.out)
+        ck = checkpoint_dir(self.out)
         if ck is None:
             return False
-        state, blob, st = ck
+        meta = ckpt.read_meta(ck)
+        if meta["format"] == 1:
+            self._load_format1()
+        else:
+            _, data = ckpt.load(ck, self.model, self.opt, self.sched, self.rank, self.world)
+            self.load_data_state(data)
+        self.step = meta["step"]
+        if self.rank == 0:  # the steps after the checkpoint are trained again: log each step once
+            truncate_metrics(os.path.join(self.out, "metrics.jsonl"), self.step)
+        return True
+
+    def _load_format1(self) -> None:
+        """A checkpoint from before sharded checkpoints: whole trainable state + optimiser on rank 0."""
+        state, blob, st = read_checkpoint(self.out)
         if st["world"] != self.world:
-            raise ValueError(f"checkpoint was written with {st['world']} processes, resuming with {self.world}")
+            raise ValueError(f"this checkpoint (the old, unsharded format) was written with {st['world']} processes "
+                             f"and can only resume with as many (now {self.world}); checkpoints written by this "
+                             "version resume on any number")
         if self.world > 1:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                                  set_optimizer_state_dict)
@@ -284,23 +292,29 @@ class Trainer:
             self.opt.load_state_dict(blob["optimizer"])
         self.sched.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["torch_rng"])
-        self.step, self.cursor, self._carry = st["step"], st["cursor"], None
-        return True
+        self.cursor, self._carry = st["cursor"], None
 
     def export(self, path: str) -> str | None:
-        """Save the trained model (rank 0). Under FSDP the full weights are gathered first and
-        loaded into a plain copy of the model, which is what gets saved."""
-        model = self.model
-        if self.world > 1:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            if self.rank != 0:
-                return None
-            model, _, _ = build_model(self.recipe, self.previous)
-            set_trainable(model, self.recipe)
-            model.load_state_dict(full)
+        """Save the trained model. Under FSDP nothing is gathered: rank 0 alone reads the last
+        checkpoint (written by every rank, just before) into a plain copy of the model and saves that."""
+        if self.world == 1:
+            return export_model(self.model, self.tok, self.recipe, self.base_llm, path)
+        if self.rank != 0:
+            return None
+        model, _, _ = build_model(self.recipe, self.previous)
+        set_trainable(model, self.recipe)
+        ckpt.load_model_only(checkpoint_dir(self.out), model)
         return export_model(model, self.tok, self.recipe, self.base_llm, path)
+
+
+def postfix(m: dict) -> dict:
+    """The progress bar's view of a step's metrics."""
+    out = {"loss": f"{m['loss']:.3f}", "tok_s/gpu": f"{m['tok_s_per_gpu']:.0f}"}
+    if "mfu" in m:
+        out["mfu"] = f"{m['mfu']:.1%}"
+    if "peak_mem_gib" in m:
+        out["mem"] = f"{m['peak_mem_gib']:.1f}G"
+    return out
 
 
 def export_model(model, tok, recipe: Recipe, base_llm: str | None, path: str) -> str:
@@ -323,15 +337,18 @@ def export_checkpoint(run: str, path: str, step: int | None = None, previous: st
     recipe = Recipe.load(os.path.join(run, "recipe.yaml"))
     if recipe.objective != "lm":
         raise ValueError(f"{run}: only language-model stages export checkpoints (this one's objective is {recipe.objective!r})")
-    ck = read_checkpoint(run, step, optimizer=False)
+    ck = checkpoint_dir(run, step)
     if ck is None:
         have = checkpoint_steps(run)
         raise FileNotFoundError(f"{run}: no checkpoint at step {step}; it has steps {have}" if step is not None
                                 else f"{run}: no checkpoints")
-    state, _, meta = ck
+    meta = ckpt.read_meta(ck)
     model, tok, base = build_model(recipe, previous)
     set_trainable(model, recipe)
-    load_trainable(model, state)
+    if meta["format"] == 1:
+        load_trainable(model, read_checkpoint(run, step, optimizer=False)[0])
+    else:  # shards of any number of ranks, read in this one process
+        ckpt.load_model_only(ck, model)
     export_model(model, tok, recipe, base, path)
     return {"run": run, "step": meta["step"], "out": path}
 

@@ -187,6 +187,39 @@ def test_packed_attention_pads_and_rows():
     assert torch.allclose(out[1, 1:4], ref[0].transpose(0, 1), atol=1e-6)
 
 
+@pytest.mark.parametrize("lens", [(100, 150, 40), (300, 20, 5, 200), (7,)])
+def test_flex_block_mask_packed_equals_separate(lens):
+    """The FlexAttention path (one kernel per row; eager and forward-only on the CPU) gives each
+    sample its own causal attention, with padding (at the start of row 1, the end of both) zero;
+    its block mask is built block by block, skipping the blocks across samples."""
+    import warnings
+
+    from kangaroo.model.attention import BLOCK, flex_packed_attention, packed_block_mask, packed_sdpa_attention, segments_of
+
+    seg = torch.cat([torch.full((n,), i + 1) for i, n in enumerate(lens)] + [torch.zeros(10, dtype=torch.long)])
+    seg = seg[None].repeat(2, 1)
+    seg[1, :3] = 0
+    L = seg.shape[1]
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, h, L, 16, generator=g) for h in (4, 2, 2))
+    bm = packed_block_mask(seg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eager FlexAttention warns that it is not compiled
+        flex = flex_packed_attention(q, k, v, bm)
+    ref, _ = packed_sdpa_attention(torch.nn.Module(), q, k, v, None, kangaroo_segments=segments_of(seg))
+    assert flex.shape == (2, L, 4, 16)
+    assert torch.allclose(flex, ref, atol=1e-5)
+    assert flex[1, :3].abs().sum() == 0 and flex[:, -10:].abs().sum() == 0
+    nb = -(-L // BLOCK)
+    visited = int(bm.kv_num_blocks.sum() + bm.full_kv_num_blocks.sum())
+    causal = 2 * nb * (nb + 1) // 2
+    assert visited <= causal
+    if len(lens) == 4:  # sample 4 fills block 3 alone: block (3, 0) holds only sample 1 and is skipped
+        assert visited < causal
+    if lens[0] >= 2 * BLOCK:  # blocks inside one long sample below the diagonal run without a mask
+        assert int(bm.full_kv_num_blocks.sum()) > 0
+
+
 def _packed_equals_separate(tiny):
     samples = [_sample(tiny, 3, 6, 1), _sample(tiny, 0, 9, 2), _sample(tiny, 2, 4, 3)]
     tiny.train()

@@ -77,9 +77,10 @@ def test_five_8b_stages_resume_export_ask(parts, monkeypatch, capsys):
 
 
 @pytest.mark.timeout(600)
-def test_five_8b_stages_under_torchrun(parts, tmp_path):
-    """The same five stages in two processes (FSDP over gloo): every rank waits for rank 0's
-    export of a stage before the next stage loads it."""
+def test_five_8b_stages_under_torchrun(parts, tmp_path, monkeypatch):
+    """The same five stages in two processes (FSDP2 over gloo, sharded checkpoints): every rank
+    waits for rank 0's export of a stage before the next stage loads it; the last stage's 2-rank
+    checkpoint then resumes in one process."""
     import socket
     import subprocess
     import sys
@@ -99,4 +100,18 @@ def test_five_8b_stages_under_torchrun(parts, tmp_path):
     assert [r["step"] for r in res] == [2] * 5
     init, s3 = _llm(parts / "init"), _llm(runs / "3_refine" / "model")
     assert all(torch.equal(init[k], s3[k]) for k in init)
+    assert (runs / "5_long" / "model" / "config.json").exists()
+    # sharded checkpoints: one file of shards per rank (stage 5 trains the whole LLM, bf16 under FSDP2)
+    ck = runs / "5_long" / "checkpoints" / "step_0000002"
+    assert sorted(os.listdir(ck / "dcp")) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    # resumed on another world size: the 2-rank checkpoint of stage 5 continues in one process
+    import shutil
+
+    shutil.rmtree(runs / "5_long" / "model")
+    sets = [x for s in ["max_steps=3", *SETS[1:]] for x in ("--set", s)]
+    monkeypatch.setenv("KANGAROO_DATA", env["KANGAROO_DATA"])
+    monkeypatch.setenv("KANGAROO_INIT", env["KANGAROO_INIT"])
+    assert main(cmd[cmd.index("curriculum"):cmd.index("--quiet") + 1] + ["--resume"] + sets) == 0
+    steps = [json.loads(x)["step"] for x in open(runs / "5_long" / "metrics.jsonl")]
+    assert steps == [1, 2, 3]
     assert (runs / "5_long" / "model" / "config.json").exists()

@@ -159,11 +159,17 @@ def test_train_and_resume_exactly(tmp_path, tiny_dir, synth_dir):
     assert len(ref) == 6 and all(l == l for l in ref)
     part = Trainer(r, str(tmp_path / "part"), progress=False)
     part.train(stop_at=4)  # interrupted after step 4; the last checkpoint is step 3
-    os.remove(tmp_path / "part" / "metrics.jsonl")
+    # a save that crashed half-way (its folder never renamed) is ignored: resume from step 3
+    (tmp_path / "part" / "checkpoints" / "step_0000006.part").mkdir()
     again = Trainer(r, str(tmp_path / "part"), progress=False)
     again.train(resume=True)
     assert again.step == 6
-    assert _losses(tmp_path / "part") == pytest.approx(ref[3:], rel=1e-6, abs=1e-7)
+    # bitwise the same losses, and each step once in metrics.jsonl (step 4 was logged twice before)
+    steps = [json.loads(x)["step"] for x in open(tmp_path / "part" / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert _losses(tmp_path / "part") == ref
+    rows = [json.loads(x) for x in open(tmp_path / "full" / "metrics.jsonl")]
+    assert all(x["tok_s_per_gpu"] > 0 and x["tflops_per_gpu"] > 0 for x in rows)
     assert os.path.exists(tmp_path / "full" / "loss.png")
     assert os.path.exists(tmp_path / "full" / "model" / "config.json")
 
@@ -411,3 +417,23 @@ def test_ci95():
     from kangaroo.train.ablate import ci95
 
     assert ci95(0.5, 100) == pytest.approx(0.098, abs=1e-3) and ci95(1.0, 10) == 0.0
+
+
+def test_old_format_checkpoints_resume_export_or_are_refused(tmp_path, tiny_dir, synth_dir):
+    """A checkpoint of the format before sharded ones (trainable.safetensors + optim.pt) resumes on
+    its own world size and exports; written by another number of processes it is refused, saying why."""
+    from kangaroo.train import export_checkpoint
+    from kangaroo.train.loop import write_checkpoint
+
+    r = recipe(tiny_dir, synth_dir, max_steps=4, train=["projector", "patchify"])
+    t = Trainer(r, str(tmp_path / "old"), progress=False)
+    state = {k: (v.detach() + 1).clone() for k, v in t.model.named_parameters() if v.requires_grad}
+    blob = {"optimizer": t.opt.state_dict(), "scheduler": t.sched.state_dict(), "torch_rng": torch.get_rng_state()}
+    write_checkpoint(str(tmp_path / "old"), 2, state, blob, {"step": 2, "cursor": 5, "world": 1})
+    again = Trainer(r, str(tmp_path / "old"), progress=False)
+    assert again.load_checkpoint() and again.step == 2 and again.cursor == 5
+    assert all(torch.equal(p, state[k]) for k, p in again.model.named_parameters() if p.requires_grad)
+    assert export_checkpoint(str(tmp_path / "old"), str(tmp_path / "exp"))["step"] == 2
+    write_checkpoint(str(tmp_path / "old"), 3, state, blob, {"step": 3, "cursor": 7, "world": 2})
+    with pytest.raises(ValueError, match="old, unsharded format\\) was written with 2 processes"):
+        Trainer(r, str(tmp_path / "old"), progress=False).load_checkpoint()
