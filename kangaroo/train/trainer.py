@@ -1,13 +1,13 @@
 """The curriculum trainer: packed rows, accumulation, bf16, checkpointing, exact resume, FSDP.
 
-One optimiser step = ``rows_per_step`` packed rows per process; the loss is the mean
-over every labelled token of the step (rows and processes together), so packing and
-accumulation change nothing but speed. The data stream is a deterministic function of
-(seed, sample index), and a checkpoint stores the trainable weights, the optimiser,
-the schedule and the stream cursor: ``--resume`` continues exactly.
+One optimiser step = ``global_rows`` packed rows of one global row order (train/stream.py),
+dealt to the processes, each accumulating its share; the loss is the mean over every labelled
+token of the step (rows and processes together), so packing, accumulation and the world size
+change nothing but speed. The rows are a deterministic function of (seed, row index), and a
+checkpoint stores the trainable weights, the optimiser, the schedule and the data position:
+``--resume`` continues exactly. Samples that cannot be read are skipped and counted.
 
-Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in FSDP and each rank reads
-its own slice of the stream; the gloo backend runs it on CPU.
+Under ``torchrun`` (WORLD_SIZE > 1) the model is wrapped in FSDP; the gloo backend runs it on CPU.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import torch.distributed as dist
 from ..model.tokens import ensure_media_tokens
 from ..prompts import ChatRenderer
 from ..model.modeling import KangarooForConditionalGeneration
-from .data import Encoded, Mixture
+from .data import Mixture
 from .loader import SampleLoader, auto_workers
 from .loop import checkpoint_steps, read_checkpoint, run_steps, write_checkpoint
 from .packing import pack_row, to_device
 from .recipe import Recipe
+from .stream import RowStream
 
 SMOL_BASE = "smollm2-135m-instruct"
 
@@ -140,6 +141,7 @@ class Trainer:
         self.mixture = Mixture(recipe)
         self.loader = SampleLoader(recipe, self.mixture, self.tok, self.model.config,
                                    workers=auto_workers(recipe.data_workers, self.device.type == "cuda"))
+        self.stream = self._make_stream()
         self.net = self._wrap(self.model)
         llm_ids = {id(p) for p in self.model.language_model.parameters()}
         vis_ids = {id(p) for p in self.model.vision_tower.parameters()}
@@ -152,11 +154,12 @@ class Trainer:
             raise ValueError(f"recipe {recipe.name!r} trains nothing")
         self.opt = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay, betas=(0.9, 0.95))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(recipe))
-        self.step, self.cursor = 0, 0
-        self._carry: tuple[int, Encoded] | None = None
+        self.step = 0
         os.makedirs(out, exist_ok=True)
         if self.rank == 0:
             recipe.save(os.path.join(out, "recipe.yaml"))
+        self.validator = self._make_validator()
+        self.loggers = self._make_loggers()
 
     def _wrap(self, model):
         """FSDP2 (``fully_shard``: per-parameter sharding, works with gloo on CPU and with
@@ -172,28 +175,29 @@ class Trainer:
         fully_shard(model)
         return model
 
-    # ---- data ---------------------------------------------------------------------------
-    def _encoded(self, index: int) -> Encoded:
-        if self._carry is not None and self._carry[0] == index:
-            return self._carry[1]
-        # each rank reads its own slice of the stream: sample j of rank r is index j*world + r
-        g = index * self.world + self.rank
-        return self.loader.get(g, [g + k * self.world for k in range(1, self.loader.depth + 1)])
+    # ---- data, validation, loggers (train/stream.py, train/validate.py, train/loggers.py) -------
+    def _make_stream(self) -> RowStream:
+        cfg = self.model.config
+        media = {i for i in (cfg.video_token_id, cfg.image_token_id) if i is not None}
+        return RowStream(self.loader, self.recipe, media, rank=self.rank, world=self.world)
 
-    def next_row(self) -> tuple[dict, int]:
-        """Greedily fill one row from the stream; returns (row, samples used)."""
-        used, samples = 0, []
-        while True:
-            enc = self._encoded(self.cursor)
-            if samples and used + len(enc) > self.recipe.max_seq_len:
-                self._carry = (self.cursor, enc)
-                break
-            samples.append(enc)
-            used += len(enc)
-            self.cursor += 1
-            if used >= self.recipe.max_seq_len:
-                break
-        return pack_row(samples), len(samples)
+    def _make_validator(self):
+        if not self.recipe.eval_data:
+            return None
+        from .validate import Validator
+
+        return Validator(self.recipe, self.tok, self.builder, self.model.config)
+
+    def _make_loggers(self):
+        from .loggers import make_loggers
+
+        return make_loggers(self.recipe, self.out, rank=self.rank)
+
+    def validate(self) -> dict:
+        """The held-out split's metrics (every rank takes part under FSDP; {} without eval_data)."""
+        if self.validator is None:
+            return {}
+        return self.validator.run(self.net, self.model, self.device, self.step)
 
     # ---- loop ---------------------------------------------------------------------------
     def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
@@ -202,6 +206,7 @@ class Trainer:
             return self._train(resume, stop_at)
         finally:
             self.loader.close()  # later calls encode in-process
+            self.loggers.close()
 
     def _train(self, resume: bool, stop_at: int | None) -> dict:
         if resume:
@@ -213,7 +218,7 @@ class Trainer:
         """One optimiser step over ``rows_per_step`` packed rows; returns its metrics."""
         r = self.recipe
         t0 = time.perf_counter()
-        rows = [self.next_row() for _ in range(r.rows_per_step)]
+        rows = [(pack_row(samples), len(samples)) for samples, _ in self.stream.next_rows()]
         n_tok = torch.tensor(sum(int((row["labels"][:, 1:] != -100).sum()) for row, _ in rows), dtype=torch.float64)
         if self.world > 1:
             dist.all_reduce(n_tok)
@@ -239,9 +244,12 @@ class Trainer:
         loss_t = torch.tensor([loss_sum], dtype=torch.float64)
         if self.world > 1:
             dist.all_reduce(loss_t)
+        data = self.stream.totals()
+        self.stream.check(data)
         return {"step": self.step, "loss": float(loss_t) / total, "lr": self.sched.get_last_lr()[0],
                 "grad_norm": float(gnorm), "tokens": tokens, "tok_s": tokens / dt,
-                "samples": sum(n for _, n in rows), "cursor": self.cursor}
+                "samples": sum(n for _, n in rows), "row": self.stream.row,
+                "samples_tried": data["tried"], "skipped": data["skipped"]}
 
     # ---- checkpoints ------------------------------------------------------------------
     def _trainable_state(self) -> dict:
@@ -259,19 +267,20 @@ class Trainer:
             state = {k: v for k, v in full.items() if k in names}
         else:
             state, osd = self._trainable_state(), self.opt.state_dict()
+        data = self.stream.state_dict()  # collective: the global data position (train/stream.py)
         if self.rank != 0:
             return
         write_checkpoint(self.out, self.step, state,
                          {"optimizer": osd, "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state()},
-                         {"step": self.step, "cursor": self.cursor, "world": self.world})
+                         {"step": self.step, "data": data, "world": self.world})
 
     def load_checkpoint(self) -> bool:
         ck = read_checkpoint(self.out)
         if ck is None:
             return False
         state, blob, st = ck
-        if st["world"] != self.world:
-            raise ValueError(f"checkpoint was written with {st['world']} processes, resuming with {self.world}")
+        if "data" not in st:
+            raise ValueError(f"{self.out}: the checkpoint has no data position (written before the global row order)")
         if self.world > 1:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                                  set_optimizer_state_dict)
@@ -284,7 +293,8 @@ class Trainer:
             self.opt.load_state_dict(blob["optimizer"])
         self.sched.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["torch_rng"])
-        self.step, self.cursor, self._carry = st["step"], st["cursor"], None
+        self.step = st["step"]
+        self.stream.load_state_dict(st["data"])
         return True
 
     def export(self, path: str) -> str | None:
