@@ -142,6 +142,8 @@ def to_sample(src: DataSource, r: dict, root: str) -> Sample | None:
         return Sample(_abs(root, r.get("image") if image else (r.get("video") or r.get("clip"))), image, [
             {"role": "user", "content": prompt, "video": True},
             {"role": "assistant", "content": r["caption"]}], span)
+    if not (r.get("video") or r.get("clip")):
+        raise KeyError("video")
     return Sample(_abs(root, r.get("video") or r.get("clip")), False, [  # captions
         {"role": "user", "content": "Describe the video.", "video": True},
         {"role": "assistant", "content": r["caption"]}])
