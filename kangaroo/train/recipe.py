@@ -86,9 +86,10 @@ def check_curriculum(recipes: list["Recipe"], files: list[str] | None = None) ->
             raise ValueError(f"{f}: init: the first stage cannot start from 'previous' (there is no stage before it)")
         if r.objective == "lm" and not r.data:
             raise ValueError(f"{f}: data: the stage has no data sources")
-        for i, d in enumerate(r.data):
-            if not os.path.isfile(d.path):
-                raise ValueError(f"{f}: data[{i}]: path: no such file {d.path}")
+        for key in ("data", "eval_data"):
+            for i, d in enumerate(getattr(r, key)):
+                if not os.path.isfile(d.path):
+                    raise ValueError(f"{f}: {key}[{i}]: path: no such file {d.path}")
 
 
 @dataclass
