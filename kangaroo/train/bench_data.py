@@ -6,7 +6,8 @@ process (so that its peak RSS is its own): indexes it (``train/records.py``), an
 from the global row stream (``train/stream.py``: record read, image decoded and preprocessed,
 conversation tokenized with SmolLM2's tokenizer, rows packed to 768 tokens) for a fixed number of
 samples, in-process (no data workers). Reported per case: ``records``, ``index_s`` (first run:
-builds the offset index), ``peak_rss_mb`` (VmHWM of the process), ``samples_per_s``. The goal:
+builds the offset index), ``setup_rss_mb`` (RSS after imports, tokenizer and config, before any
+data), ``peak_rss_mb`` (VmHWM of the process), ``rss_mb`` (at the end), ``samples_per_s``. The goal:
 peak RSS flat in N (``rss_spread``: (max - min) / min over the cases, within 0.10).
 
 The baseline, measured in the same run: ``train_samples_per_s``, the samples per second that
@@ -89,6 +90,7 @@ def run_case(manifest: str, samples: int) -> dict:
 
     cfg, tok = _smol_parts()
     r = _recipe(manifest)
+    setup = status_mb("VmRSS")  # imports, tokenizer, config: what every case has before its data
     t0 = time.perf_counter()
     mix = Mixture(r)
     index_s = time.perf_counter() - t0
@@ -99,7 +101,8 @@ def run_case(manifest: str, samples: int) -> dict:
     while got < samples:
         got += sum(len(s) for s, _ in stream.next_rows())
     dt = time.perf_counter() - t0
-    return {"records": len(mix), "index_s": round(index_s, 3), "peak_rss_mb": round(status_mb("VmHWM"), 1),
+    return {"records": len(mix), "index_s": round(index_s, 3), "setup_rss_mb": round(setup, 1),
+            "peak_rss_mb": round(status_mb("VmHWM"), 1), "rss_mb": round(status_mb("VmRSS"), 1),
             "samples_per_s": round(got / dt, 1), "samples": got}
 
 
@@ -196,9 +199,9 @@ def compare_formats(manifest: str, workdir: str, reads: int = 2000) -> list[dict
 def _child(manifest: str, what: str, samples: int, workdir: str) -> dict:
     import shutil
 
-    cache = os.path.join(workdir, "cache")
+    cache = os.path.join(workdir, "index")
     shutil.rmtree(cache, ignore_errors=True)  # index_s: the first run's, which builds the index
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "KANGAROO_CACHE": cache}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KANGAROO_RECORDS_CACHE": cache}
     cmd = [sys.executable, "-m", "kangaroo.train.bench_data", what, manifest, str(samples), workdir]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
@@ -232,9 +235,11 @@ def bench_data(workdir: str = ".bench", cases=CASES, samples: int = 400, progres
 
 
 def format_data(report: dict) -> str:
-    lines = ["| records | manifest MB | index s | peak RSS MB | samples/s |", "|---:|---:|---:|---:|---:|"]
+    lines = ["| records | manifest MB | index s | RSS before data MB | peak RSS MB | samples/s |",
+             "|---:|---:|---:|---:|---:|---:|"]
     for c in report["cases"]:
-        lines.append(f"| {c['records']:,} | {c['manifest_mb']} | {c['index_s']} | {c['peak_rss_mb']} | {c['samples_per_s']} |")
+        lines.append(f"| {c['records']:,} | {c['manifest_mb']} | {c['index_s']} | {c['setup_rss_mb']} | {c['peak_rss_mb']} "
+                     f"| {c['samples_per_s']} |")
     lines.append(f"\npeak RSS spread {report['rss_spread']:.1%}; kangaroo-smol training consumes "
                  f"{report['train_samples_per_s']} samples/s ({report['train_device']}): loader / train = "
                  f"{report['loader_vs_train']}x")

@@ -2,7 +2,7 @@
 
 A JSONL file (one record a line: the curation manifests, LLaVA-style JSONL) is indexed once: the
 byte offset of every record's line, as a ``uint64`` array saved in the record cache
-(``$KANGAROO_CACHE/records``, default ``~/.cache/kangaroo/records``) and opened memory-mapped, so
+(``$KANGAROO_RECORDS_CACHE``, else ``$KANGAROO_CACHE/records``, default ``~/.cache/kangaroo/records``) and opened memory-mapped, so
 every data worker and every rank on a machine reads the same pages of the OS page cache (no copy
 per process) and memory does not grow with the data set. Record ``i`` is one ``seek`` + ``readline``
 + ``json.loads``. The index is keyed by the file's path, size and modification time (and the
@@ -30,6 +30,10 @@ CHUNK = 1 << 24  # bytes scanned at a time while indexing
 
 
 def cache_dir() -> str:
+    """Where record indexes live: $KANGAROO_RECORDS_CACHE, else $KANGAROO_CACHE/records, else
+    ~/.cache/kangaroo/records."""
+    if os.environ.get("KANGAROO_RECORDS_CACHE"):
+        return os.environ["KANGAROO_RECORDS_CACHE"]
     root = os.environ.get("KANGAROO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kangaroo")
     return os.path.join(root, "records")
 

@@ -21,7 +21,7 @@ from kangaroo.train.stream import FAILURES, MIN_TRIED, RowStream, TooManyFailure
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KANGAROO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("KANGAROO_RECORDS_CACHE", str(tmp_path / "cache" / "records"))
 
 
 @pytest.fixture(scope="module")

@@ -90,3 +90,34 @@ def test_tensorboard_logger_writes_train_and_eval_scalars(tmp_path, tiny_dir, sy
     rows = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl")]
     assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([x["loss"] for x in rows], rel=1e-6)
     assert [e.step for e in acc.Scalars("eval/eval_loss")] == [3]
+
+
+def test_wandb_logger_is_offline_and_rank_zero_only(tmp_path, monkeypatch, tiny_dir, synth_dir):
+    """The W&B logger's contract with the wandb API (wandb is not in the lock: a stand-in module that
+    records the calls; with wandb installed the same calls run for real)."""
+    import sys
+    import types
+
+    from kangaroo.train.loggers import make_loggers
+
+    calls = []
+
+    class Run:
+        def log(self, data, step):
+            calls.append(("log", step, data))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: calls.append(("init", kw)) or Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    r = _recipe(tiny_dir, synth_dir, loggers=["wandb"])
+    assert make_loggers(r, str(tmp_path), rank=1).loggers == []  # other ranks log nothing
+    lg = make_loggers(r, str(tmp_path), rank=0)
+    lg.log(3, {"step": 3, "loss": 1.5, "skipped": {"decode_error": 2}, "note": "x"})
+    lg.log(3, {"step": 3, "eval_loss": 2.0}, "eval")
+    lg.close()
+    assert calls[0][0] == "init" and calls[0][1]["mode"] == "offline" and calls[0][1]["dir"] == str(tmp_path)
+    assert calls[1] == ("log", 3, {"train/loss": 1.5, "skipped/decode_error": 2.0})
+    assert calls[2] == ("log", 3, {"eval/eval_loss": 2.0}) and calls[3] == ("finish",)
