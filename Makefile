@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # then goes in with --no-deps. The lock is for CPython 3.11 on Linux x86_64; `make lock` renews it.
 LOCK := requirements.lock
 LOCK_NODEPS := requirements-nodeps.lock
-EXTRAS := --extra model --extra curate --extra ray --extra serve --extra plot --extra quant --extra test
+EXTRAS := --extra model --extra curate --extra ray --extra serve --extra plot --extra quant --extra log --extra test
 
 .PHONY: lock lmms-test compat-test
 

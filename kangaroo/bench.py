@@ -54,6 +54,15 @@ def _pack(args) -> tuple[dict, str]:
     return report, format_pack(report)
 
 
+@BENCHMARKS.register("data")
+def _data(args) -> tuple[dict, str]:
+    from .train.bench_data import bench_data, format_data
+
+    report = bench_data(workdir=args.workdir, cases=(1_000, 10_000) if args.quick else (10_000, 100_000, 1_000_000),
+                        samples=100 if args.quick else 400, progress=not args.json)
+    return report, format_data(report)
+
+
 @BENCHMARKS.register("serve")
 def _serve(args) -> tuple[dict, str]:
     from .serve.bench import bench_serve, format_serve

@@ -2,7 +2,8 @@
 
 Formats (``DataSource.format``):
     llava     [{"video"|"image": path, "conversations": [{"from": "human"|"gpt", "value": ...}]}]
-              (JSON list or JSONL); "<video>"/"<image>" marks where the media goes
+              (JSON list or JSONL); "<video>"/"<image>" marks where the media goes. Several media:
+              "image"/"video" are lists, and each tag is the next one, where the user wrote it
     mcqa      kangaroo synth / benchmark-style multiple choice -> one round, answer = the letter
     mcqa_fact the same records as text only, the answer stated before the question ("Fact: ..."):
               cheap practice at naming the letter of an option the model already knows
@@ -16,9 +17,9 @@ stage's dynamic sampler, preprocesses them and tokenizes the conversation.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from ..prompts import LETTERS, ChatRenderer, mc_prompt
 from ..video import DecodeOptions, SamplingConfig, load_video
 from ..video.preprocess import PreprocessConfig, preprocess_frames
 from .recipe import DataSource, Recipe
+from .records import BadRecord, Records
 
 _ROLE = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -39,7 +41,12 @@ class Sample:
     messages: list[dict]  # [{"role", "content", "video"?}]
     span: tuple[float, float] | None = None  # a clip of the video: [start, end) seconds
     mc: tuple[str, list[str], int] | None = None  # multiple choice: (question, candidates, answer index)
+    more_media: list[tuple[str, bool]] = field(default_factory=list)  # 2nd, 3rd... medium: (path, is_image)
     reply: str = "letter"  # multiple choice: the reply style (DataSource.reply)
+
+    def all_media(self) -> list[tuple[str, bool]]:
+        """Every medium in reading order: (path, is_image)."""
+        return ([(self.media, self.is_image)] if self.media is not None else []) + list(self.more_media)
 
 
 def mc_reply(candidates: list[str], answer: int, reply: str = "letter") -> str:
@@ -60,69 +67,122 @@ def shuffled(sample: Sample, rng) -> Sample:
     new = [cands[i] for i in order]
     return Sample(sample.media, sample.is_image,
                   mc_messages(q, new, order.index(ans), sample.media is not None, sample.reply),
-                  sample.span, (q, new, order.index(ans)), sample.reply)
+                  sample.span, (q, new, order.index(ans)), sample.more_media, sample.reply)
 
 
 def read_records(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    text = text.strip()
-    if not text:
-        return []
-    if text[0] == "[":
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    """Every record of a JSON list or JSONL file, in memory (small files; training reads ``Records``)."""
+    return list(Records(path))
 
 
 def _abs(root: str, p: str | None) -> str | None:
     return None if p is None else (p if os.path.isabs(p) else os.path.join(root, p))
 
 
-def to_samples(src: DataSource) -> list[Sample]:
-    root = src.root or os.path.dirname(os.path.abspath(src.path))
-    out = []
-    records = read_records(src.path)
-    if src.families is not None:
-        records = [r for r in records if r.get("family") in src.families]
-        if not records:
+_TAG = re.compile(r"(<image>|<video>)")
+
+
+def _as_list(v) -> list:
+    return [] if v is None else (list(v) if isinstance(v, (list, tuple)) else [v])
+
+
+def _llava(r: dict, root: str) -> Sample:
+    """A LLaVA record. One medium: the tag is dropped and the medium opens its turn (as LLaVA's own
+    loader does). Several (``"image": [...]`` and/or ``"video": [...]``): each ``<image>``/``<video>``
+    tag is the next image/video, placed where the user wrote it."""
+    images, videos = _as_list(r.get("image")), _as_list(r.get("video"))
+    turns = r["conversations"]
+    if len(images) + len(videos) <= 1:
+        media = (videos or images or [None])[0]
+        msgs = []
+        for turn in turns:
+            text = turn["value"]
+            has = "<video>" in text or "<image>" in text
+            text = text.replace("<video>", "").replace("<image>", "").strip()
+            msgs.append({"role": _ROLE[turn["from"]], "content": text, "video": has})
+        if media and not any(m.get("video") for m in msgs):
+            next(m for m in msgs if m["role"] == "user")["video"] = True
+        if not media:
+            for m in msgs:
+                m["video"] = False
+        return Sample(_abs(root, media), bool(images) and not videos, msgs)
+    left = {"<image>": list(images), "<video>": list(videos)}
+    order, msgs = [], []
+    for turn in turns:
+        parts = []
+        for piece in _TAG.split(turn["value"]):
+            if piece in left:
+                if not left[piece]:
+                    raise ValueError(f"more {piece} tags than {piece[1:-1]}s in the record")
+                order.append((_abs(root, left[piece].pop(0)), piece == "<image>"))
+                parts.append({"type": piece[1:-1]})
+            elif piece.strip():
+                parts.append({"type": "text", "text": piece.strip()})
+        msgs.append({"role": _ROLE[turn["from"]], "content": parts})
+    if left["<image>"] or left["<video>"]:
+        raise ValueError(f"{len(left['<image>'])} images and {len(left['<video>'])} videos have no tag in the "
+                         "conversation (with several media, each needs its <image>/<video> where it goes)")
+    return Sample(order[0][0], order[0][1], msgs, more_media=order[1:])
+
+
+def to_sample(src: DataSource, r: dict, root: str) -> Sample | None:
+    """One record of ``src`` as a sample (None: a record with nothing to learn, e.g. a filter-only
+    curation row without a caption)."""
+    if src.format == "llava":
+        return _llava(r, root)
+    if src.format == "mcqa":
+        mc = (r["question"], list(r["candidates"]), int(r["answer_index"]))
+        return Sample(_abs(root, r["video"]), False, mc_messages(*mc, video=True, reply=src.reply), mc=mc,
+                      reply=src.reply)
+    if src.format == "mcqa_fact":  # text only: the answer is stated, the letter must be found
+        mc = (f"Fact: {r['answer']}.\n{r['question']}", list(r["candidates"]), int(r["answer_index"]))
+        return Sample(None, False, mc_messages(*mc, video=False, reply=src.reply), mc=mc, reply=src.reply)
+    if src.format == "openqa":
+        return Sample(_abs(root, r["video"]), False, [
+            {"role": "user", "content": r["question"], "video": True},
+            {"role": "assistant", "content": r["answer"]}])
+    if src.format == "manifest":  # kangaroo curate: clips (video + start/end) and images
+        if not r.get("caption"):
+            return None  # a filter-only curation row has no caption to learn
+        image = r.get("kind") == "image" or ("image" in r and "video" not in r)
+        span = (float(r["start"]), float(r["end"])) if not image and r.get("end") is not None else None
+        prompt = "Describe the image." if image else "Describe the video."
+        return Sample(_abs(root, r.get("image") if image else (r.get("video") or r.get("clip"))), image, [
+            {"role": "user", "content": prompt, "video": True},
+            {"role": "assistant", "content": r["caption"]}], span)
+    if not (r.get("video") or r.get("clip")):
+        raise KeyError("video")
+    return Sample(_abs(root, r.get("video") or r.get("clip")), False, [  # captions
+        {"role": "user", "content": "Describe the video.", "video": True},
+        {"role": "assistant", "content": r["caption"]}])
+
+
+class Source:
+    """One data source, read lazily (``Records``): ``len(source)``, ``source.sample(i)``."""
+
+    def __init__(self, src: DataSource):
+        self.src = src
+        self.root = src.root or os.path.dirname(os.path.abspath(src.path))
+        self.records = Records(src.path, src.families)
+        if src.families is not None and not len(self.records):
             raise ValueError(f"{src.path}: no records of the families {src.families}")
-    for r in records:
-        if src.format == "llava":
-            media = r.get("video") or r.get("image")
-            msgs = []
-            for turn in r["conversations"]:
-                text = turn["value"]
-                has = "<video>" in text or "<image>" in text
-                text = text.replace("<video>", "").replace("<image>", "").strip()
-                msgs.append({"role": _ROLE[turn["from"]], "content": text, "video": has})
-            if media and not any(m.get("video") for m in msgs):
-                next(m for m in msgs if m["role"] == "user")["video"] = True
-            out.append(Sample(_abs(root, media), "image" in r and "video" not in r, msgs))
-        elif src.format == "mcqa":
-            mc = (r["question"], list(r["candidates"]), int(r["answer_index"]))
-            out.append(Sample(_abs(root, r["video"]), False, mc_messages(*mc, video=True, reply=src.reply), mc=mc,
-                              reply=src.reply))
-        elif src.format == "mcqa_fact":  # text only: the answer is stated, the letter must be found
-            mc = (f"Fact: {r['answer']}.\n{r['question']}", list(r["candidates"]), int(r["answer_index"]))
-            out.append(Sample(None, False, mc_messages(*mc, video=False, reply=src.reply), mc=mc, reply=src.reply))
-        elif src.format == "openqa":
-            out.append(Sample(_abs(root, r["video"]), False, [
-                {"role": "user", "content": r["question"], "video": True},
-                {"role": "assistant", "content": r["answer"]}]))
-        elif src.format == "manifest":  # kangaroo curate: clips (video + start/end) and images
-            if not r.get("caption"):
-                continue  # a filter-only curation row has no caption to learn
-            image = r.get("kind") == "image" or ("image" in r and "video" not in r)
-            span = (float(r["start"]), float(r["end"])) if not image and r.get("end") is not None else None
-            prompt = "Describe the image." if image else "Describe the video."
-            out.append(Sample(_abs(root, r.get("image") if image else (r.get("video") or r.get("clip"))), image, [
-                {"role": "user", "content": prompt, "video": True},
-                {"role": "assistant", "content": r["caption"]}], span))
-        else:  # captions
-            out.append(Sample(_abs(root, r.get("video") or r.get("clip")), False, [
-                {"role": "user", "content": "Describe the video.", "video": True},
-                {"role": "assistant", "content": r["caption"]}]))
-    return out
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def sample(self, i: int) -> Sample | None:
+        """Record ``i`` as a sample; a record that lacks what its format needs is a ``BadRecord``."""
+        r = self.records[i]
+        try:
+            return to_sample(self.src, r, self.root)
+        except (KeyError, TypeError, ValueError, IndexError, StopIteration) as e:
+            raise BadRecord(self.src.path, i, f"{type(e).__name__}: {e}") from None
+
+
+def to_samples(src: DataSource) -> list[Sample]:
+    """Every sample of a source, in memory (small sources: the tag trainer, tests)."""
+    source = Source(src)
+    return [s for s in (source.sample(i) for i in range(len(source))) if s is not None]
 
 
 def tokenize(renderer: ChatRenderer, messages: list[dict], n_visual: int) -> tuple[list[int], list[int]]:
@@ -139,44 +199,58 @@ def stage_sampling(recipe: Recipe, span: tuple[float, float] | None = None) -> S
 
 @dataclass
 class Encoded:
-    ids: list[int]  # the sample's medium is a run of its placeholder id
+    ids: list[int]  # each medium is a run of its placeholder id
     labels: list[int]
-    pixels: torch.Tensor | None  # [T, 3, H, W]
+    pixels: torch.Tensor | None  # the first medium: [T, 3, H, W]
     timestamps: torch.Tensor | None  # [T]
+    more: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # further media, in order
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def media(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every medium's (pixels [T, 3, H, W], timestamps [T]), in reading order."""
+        return ([(self.pixels, self.timestamps)] if self.pixels is not None else []) + list(self.more)
 
-def load_media(sample: Sample, recipe: Recipe, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+
+def load_medium(path: str, is_image: bool, recipe: Recipe, patch: int,
+                span: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image or video as (pixels [T, 3, H, W], timestamps [T]) at the stage's size and sampling."""
     pre = PreprocessConfig(size=recipe.image_size, patch=patch)
-    if sample.is_image:
+    if is_image:
         from PIL import Image
 
-        with Image.open(sample.media) as im:
+        with Image.open(path) as im:
             frames = np.asarray(im.convert("RGB"))[None]
         return preprocess_frames(frames, pre), torch.zeros(1)
-    f = load_video(sample.media, stage_sampling(recipe, sample.span), DecodeOptions(max_side=max(2 * recipe.image_size, 224)))
-    ts = f.timestamps - (sample.span[0] if sample.span else 0.0)  # a clip's time starts at 0, like a video's
+    f = load_video(path, stage_sampling(recipe, span), DecodeOptions(max_side=max(2 * recipe.image_size, 224)))
+    ts = f.timestamps - (span[0] if span else 0.0)  # a clip's time starts at 0, like a video's
     return preprocess_frames(f.frames, pre), torch.as_tensor(ts, dtype=torch.float32)
 
 
+def load_media(sample: Sample, recipe: Recipe, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sample's (first) medium."""
+    return load_medium(sample.media, sample.is_image, recipe, patch, sample.span)
+
+
 def encode_sample(sample: Sample, recipe: Recipe, builder: ChatRenderer, config) -> Encoded:
-    pixels = ts = None
-    n_vis = 0
-    if sample.media is not None:
-        pixels, ts = load_media(sample, recipe, config.vision.patch_size)
-        n_vis = config.num_visual_tokens(pixels.shape[0], pixels.shape[2], pixels.shape[3], ts.tolist())
-    ids, labels = tokenize(builder, sample.messages, n_vis)
-    return Encoded(ids, labels, pixels, ts)
+    """Decode, preprocess and tokenize a sample (every medium, each where the conversation puts it)."""
+    media = []
+    for k, (path, is_image) in enumerate(sample.all_media()):
+        media.append(load_medium(path, is_image, recipe, config.vision.patch_size, sample.span if k == 0 else None))
+    lengths = [config.num_visual_tokens(p.shape[0], p.shape[2], p.shape[3], t.tolist()) for p, t in media]
+    ids, labels = builder.labelled(sample.messages, lengths)
+    first = media[0] if media else (None, None)
+    return Encoded(ids, labels, first[0], first[1], media[1:])
 
 
 class Mixture:
-    """Weighted sampling over sources, deterministic in (seed, step): resuming replays it exactly."""
+    """Weighted sampling over sources, deterministic in (seed, index): resuming replays it exactly.
+    Sources are read lazily (``Source``): memory does not grow with the data set."""
 
     def __init__(self, recipe: Recipe):
-        self.sources = [to_samples(s) for s in recipe.data]
-        if not self.sources or not any(self.sources):
+        self.sources = [Source(s) for s in recipe.data]
+        if not self.sources or not any(len(s) for s in self.sources):
             raise ValueError(f"recipe {recipe.name!r} has no training samples")
         w = np.array([s.weight if len(x) else 0.0 for s, x in zip(recipe.data, self.sources)], dtype=np.float64)
         self.p = w / w.sum()
@@ -186,9 +260,10 @@ class Mixture:
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
 
-    def draw(self, index: int) -> Sample:
-        """The index-th sample of the stream (any index, in any order)."""
+    def draw(self, index: int) -> Sample | None:
+        """The index-th sample of the stream (any index, in any order); None: a record with nothing
+        to learn; a record that cannot be read raises ``BadRecord``."""
         rng = np.random.default_rng([self.seed, index])
         k = int(rng.choice(len(self.sources), p=self.p))
-        sample = self.sources[k][int(rng.integers(len(self.sources[k])))]
-        return shuffled(sample, rng) if self.shuffle[k] and sample.mc is not None else sample
+        sample = self.sources[k].sample(int(rng.integers(len(self.sources[k]))))
+        return shuffled(sample, rng) if sample is not None and self.shuffle[k] and sample.mc is not None else sample

@@ -1,5 +1,6 @@
 """Encoded samples of the training stream, prefetched by worker processes.
 
+A sample that cannot be encoded comes back as a ``Skip`` (train/stream.py), from a worker too.
 The mixture stream is a pure function of the sample index (``Mixture.draw``), and encoding
 a sample (decode its frames, preprocess, tokenize) depends on nothing else, so workers can
 encode the next ``depth`` samples while the model trains on the current ones, and the
@@ -15,8 +16,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from ..model.tokens import ensure_media_tokens
 from ..prompts import ChatRenderer
-from .data import Encoded, Mixture, encode_sample
+from .data import Encoded, Mixture
 from .recipe import Recipe
+from .stream import Skip, safe_encode
 
 
 class _Encoder:
@@ -36,8 +38,8 @@ def _init(recipe: Recipe, tokenizer, config, threads: int) -> None:
     _Encoder.mixture, _Encoder.builder = Mixture(recipe), ChatRenderer(tokenizer, ensure_media_tokens(tokenizer))
 
 
-def _encode(index: int) -> Encoded:
-    return encode_sample(_Encoder.mixture.draw(index), _Encoder.recipe, _Encoder.builder, _Encoder.config)
+def _encode(index: int) -> Encoded | Skip:
+    return safe_encode(_Encoder.mixture, index, _Encoder.recipe, _Encoder.builder, _Encoder.config)
 
 
 def auto_workers(requested: int | None, cuda: bool) -> int:
@@ -74,10 +76,11 @@ class SampleLoader:
             self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context(),
                                             initializer=_init, initargs=(recipe, tokenizer, config, 1))
 
-    def get(self, index: int, ahead: list[int]) -> Encoded:
-        """The sample at stream ``index``; ``ahead`` are the indices likely needed next (prefetched)."""
+    def get(self, index: int, ahead: list[int]) -> Encoded | Skip:
+        """The sample at stream ``index`` (a ``Skip`` if it cannot be encoded); ``ahead`` are the
+        indices likely needed next (prefetched)."""
         if self.pool is None:
-            return encode_sample(self.mixture.draw(index), self.recipe, self.builder, self.config)
+            return safe_encode(self.mixture, index, self.recipe, self.builder, self.config)
         for i in [index] + ahead[: self.depth]:
             if i not in self.pending:
                 self.pending[i] = self.pool.submit(_encode, i)

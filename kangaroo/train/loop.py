@@ -1,5 +1,6 @@
 """The step loop both trainers share (``Trainer``, ``TagTrainer``) and what it writes: metrics
-as JSONL, a loss-curve PNG, and checkpoints that are either whole or absent."""
+as JSONL (and to the recipe's loggers), validation (eval.jsonl), a loss-curve PNG with the
+held-out curve, and checkpoints that are either whole or absent."""
 
 from __future__ import annotations
 
@@ -22,14 +23,18 @@ def run_steps(trainer, one_step: Callable[[], dict], postfix: Callable[[dict], d
     bar = tqdm(total=r.max_steps, initial=trainer.step, desc=r.name, unit="step",
                disable=not trainer.progress or rank != 0)
     metrics_path = os.path.join(trainer.out, "metrics.jsonl")
+    loggers = getattr(trainer, "loggers", None)  # TensorBoard / W&B (train/loggers.py); none on other ranks
     last: dict = {}
     while trainer.step < r.max_steps:
         last = one_step()
         if rank == 0:
             if trainer.step % r.log_every == 0:
                 append_metrics(metrics_path, last)
+                if loggers is not None:
+                    loggers.log(trainer.step, last)
             bar.set_postfix(**postfix(last))
             bar.update(1)
+        run_validation(trainer, rank, loggers)
         if trainer.step % r.save_every == 0 or trainer.step == r.max_steps:
             trainer.save_checkpoint()
         if stop_at is not None and trainer.step >= stop_at:
@@ -39,7 +44,25 @@ def run_steps(trainer, one_step: Callable[[], dict], postfix: Callable[[dict], d
     trainer.export(os.path.join(trainer.out, "model"))
     if rank == 0:
         plot_losses(metrics_path, os.path.join(trainer.out, "loss.png"), title)
+        if last.get("skipped"):
+            tqdm.write(f"{r.name}: skipped samples by reason {last['skipped']} of {last.get('samples_tried')} tried")
     return last
+
+
+def run_validation(trainer, rank: int, loggers) -> None:
+    """Validate (``trainer.validate``, every rank) every ``eval_every`` steps and at the last step;
+    rank 0 writes the result to OUT/eval.jsonl and the loggers."""
+    r = trainer.recipe
+    validate = getattr(trainer, "validate", None)
+    if validate is None or not r.eval_data:
+        return
+    if not ((r.eval_every and trainer.step % r.eval_every == 0) or trainer.step == r.max_steps):
+        return
+    ev = validate()
+    if rank == 0 and ev:
+        append_metrics(os.path.join(trainer.out, "eval.jsonl"), ev)
+        if loggers is not None:
+            loggers.log(trainer.step, ev, "eval")
 
 
 def write_checkpoint(out: str, step: int, state: dict, optim: dict, meta: dict) -> str:
@@ -130,6 +153,8 @@ def plot_losses(metrics_path: str, png: str, title: str) -> None:
     if not rows:
         return
     steps, loss = [r["step"] for r in rows], [r["loss"] for r in rows]
+    eval_path = os.path.join(os.path.dirname(metrics_path), "eval.jsonl")
+    evals = [json.loads(line) for line in open(eval_path) if line.strip()] if os.path.exists(eval_path) else []
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, loss, lw=0.8, alpha=0.45, label="step")
     k = max(1, len(rows) // 20)  # a packed step's loss depends on which samples it drew: show the trend too
@@ -138,6 +163,16 @@ def plot_losses(metrics_path: str, png: str, title: str) -> None:
 
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax.plot(steps[k - 1:], smooth, lw=1.8, label=f"mean of {k} steps")
+    if evals:  # the held-out split (train/validate.py) on the same axes; accuracy on its own
+        ax.plot([e["step"] for e in evals], [e["eval_loss"] for e in evals], "o-", lw=1.5, ms=3, label="held-out")
+        acc = [(e["step"], e["eval_accuracy"]) for e in evals if "eval_accuracy" in e]
+        if acc:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*acc), "s--", color="tab:green", lw=1.2, ms=3, label="held-out accuracy")
+            ax2.set_ylabel("accuracy (generated answers)")
+            ax2.set_ylim(0, 1)
+            ax2.legend(loc="upper center", fontsize=8)
+    if k > 1 or evals:
         ax.legend(loc="upper right", fontsize=8)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (answer tokens)")

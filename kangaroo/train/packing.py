@@ -19,8 +19,7 @@ def pack_row(samples: list[Encoded]) -> dict:
         ids.extend(s.ids)
         labels.extend(s.labels)
         seg.extend([k + 1] * len(s.ids))
-        if s.pixels is not None:
-            videos.append((s.pixels, s.timestamps))
+        videos.extend(s.media())  # every medium of the sample, in reading order
     return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "labels": torch.tensor([labels], dtype=torch.long),
@@ -38,8 +37,7 @@ def pad_batch(samples: list[Encoded], pad_id: int = 0) -> dict:
         ids.append(list(s.ids) + [pad_id] * pad)
         labels.append(list(s.labels) + [IGNORE] * pad)
         seg.append([1] * len(s) + [0] * pad)
-        if s.pixels is not None:
-            videos.append((s.pixels, s.timestamps))
+        videos.extend(s.media())
     return {
         "input_ids": torch.tensor(ids, dtype=torch.long),
         "labels": torch.tensor(labels, dtype=torch.long),

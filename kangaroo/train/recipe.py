@@ -29,6 +29,7 @@ import yaml
 from ..dataclass_io import check_range, check_types, strict_from_dict
 
 FORMATS = ("llava", "mcqa", "mcqa_fact", "openqa", "captions", "manifest")
+LOGGERS = ("tensorboard", "wandb")
 MODULES = ("vision", "temporal", "patchify", "projector", "markers", "llm", "lora")
 
 
@@ -85,9 +86,10 @@ def check_curriculum(recipes: list["Recipe"], files: list[str] | None = None) ->
             raise ValueError(f"{f}: init: the first stage cannot start from 'previous' (there is no stage before it)")
         if r.objective == "lm" and not r.data:
             raise ValueError(f"{f}: data: the stage has no data sources")
-        for i, d in enumerate(r.data):
-            if not os.path.isfile(d.path):
-                raise ValueError(f"{f}: data[{i}]: path: no such file {d.path}")
+        for key in ("data", "eval_data"):
+            for i, d in enumerate(getattr(r, key)):
+                if not os.path.isfile(d.path):
+                    raise ValueError(f"{f}: {key}[{i}]: path: no such file {d.path}")
 
 
 REPLIES = ("letter", "text_letter")
@@ -172,11 +174,21 @@ class Recipe:
     batch_size: int = 64  # images per step (objective tags)
     image_cache_mb: int = 4096  # objective tags: decoded images stay in memory up to this, else decoded per step
     data_workers: int | None = None  # processes encoding samples ahead; None = 0 on CPU, up to 4 per GPU
+    # the global row order (train/stream.py): packed rows per optimiser step over all ranks (each rank
+    # accumulates its share); the rows of a step do not depend on the world size. None = rows_per_step x world
+    global_rows: int | None = None
+    max_failed_fraction: float = 0.01  # the run stops when more of the samples tried fail (unreadable, missing)
+    eval_data: list[DataSource] = field(default_factory=list)  # a held-out split (train/validate.py)
+    eval_every: int = 0  # validate every this many steps and at the end; 0 = at the end only (if eval_data)
+    eval_samples: int = 64  # held-out samples for the validation loss (the first ones of the split, in order)
+    eval_generate: int = 16  # of those, QA samples (mcqa, openqa) answered by generation for accuracy; 0 = none
+    loggers: list[str] = field(default_factory=list)  # next to metrics.jsonl (rank 0): tensorboard, wandb (offline)
 
     def __post_init__(self) -> None:
         # Every value is checked here, types first (a message names the key; Recipe.load adds the file).
         check_types(self)
         self.data = [_nested(DataSource, d, f"data[{i}]") for i, d in enumerate(self.data)]
+        self.eval_data = [_nested(DataSource, d, f"eval_data[{i}]") for i, d in enumerate(self.eval_data)]
         if isinstance(self.lora, dict):
             self.lora = _nested(LoraConfig, self.lora, "lora")
         self._check_ranges()
@@ -199,6 +211,13 @@ class Recipe:
             raise ValueError(f"tpe: must be sincos, index, learned or none, got {self.tpe!r}")
         check_range("frames_per_slot", self.frames_per_slot, 1)
         check_range("batch_size", self.batch_size, 1)
+        check_range("global_rows", self.global_rows, 1)
+        check_range("max_failed_fraction", self.max_failed_fraction, 0.0, 1.0)
+        for key in ("eval_every", "eval_samples", "eval_generate"):
+            check_range(key, getattr(self, key), 0)
+        bad = set(self.loggers) - set(LOGGERS)
+        if bad:
+            raise ValueError(f"loggers: unknown loggers {sorted(bad)}; known: {', '.join(LOGGERS)}")
 
     def _check_ranges(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
@@ -222,8 +241,9 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
-        if isinstance(d, dict) and isinstance(d.get("data"), list):
-            d = {**d, "data": expand_data(d["data"])}
+        for key in ("data", "eval_data"):
+            if isinstance(d, dict) and isinstance(d.get(key), list):
+                d = {**d, key: expand_data(d[key])}
         return strict_from_dict(cls, d, "recipe keys")
 
     @classmethod
@@ -244,7 +264,7 @@ class Recipe:
         def rel(p):  # data paths (and group folders) are relative to the recipe file
             return os.path.join(base, p) if isinstance(p, str) and not os.path.isabs(p) else p
 
-        for src in d.get("data") or []:
+        for src in (d.get("data") or []) + (d.get("eval_data") or []):
             if isinstance(src, dict) and "path" in src:
                 src["path"] = rel(src["path"])
             if isinstance(src, dict) and isinstance(src.get("folders"), list):

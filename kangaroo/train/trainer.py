@@ -1,15 +1,15 @@
 """The curriculum trainer: packed rows, accumulation, bf16, checkpointing, exact resume, FSDP.
 
-One optimiser step = ``rows_per_step`` packed rows per process; the loss is the mean
-over every labelled token of the step (rows and processes together), so packing,
-accumulation and the number of processes change nothing but speed. The data stream is a
-deterministic function of (seed, sample index), and a checkpoint stores the trainable
-weights, the optimiser, the schedule, every rank's data position and RNG states:
-``--resume`` continues exactly, and on another number of processes.
+One optimiser step = ``global_rows`` packed rows of one global row order (train/stream.py),
+dealt to the processes, each accumulating its share; the loss is the mean over every labelled
+token of the step (rows and processes together), so packing, accumulation and the world size
+change nothing but speed. The rows are a deterministic function of (seed, row index), and a
+checkpoint stores the trainable weights, the optimiser, the schedule, the data position and every
+rank's RNG states: ``--resume`` continues exactly, and on another number of processes. Samples
+that cannot be read are skipped and counted.
 
 Under ``torchrun`` (WORLD_SIZE > 1) the model is sharded with FSDP2 (distributed.py),
-checkpoints are sharded (checkpoint.py) and each rank reads its own slice of the stream;
-the gloo backend runs it on CPU. Throughput metrics: metrics.py.
+checkpoints are sharded (checkpoint.py); the gloo backend runs it on CPU. Throughput metrics: metrics.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch.distributed as dist
 from ..model.tokens import ensure_media_tokens
 from ..prompts import ChatRenderer
 from ..model.modeling import KangarooForConditionalGeneration
-from .data import Encoded, Mixture
+from .data import Mixture
 from .loader import SampleLoader, auto_workers
 from . import checkpoint as ckpt
 from .distributed import all_reduce, init_distributed, shard_model, world_info
@@ -33,6 +33,7 @@ from .loop import checkpoint_dir, checkpoint_steps, read_checkpoint, run_steps, 
 from .metrics import StepFlops, device_peak_flops, peak_memory_gib, reset_peak, step_metrics
 from .packing import pack_row, to_device
 from .recipe import Recipe
+from .stream import RowStream
 
 SMOL_BASE = "smollm2-135m-instruct"
 
@@ -144,6 +145,7 @@ class Trainer:
         self.mixture = Mixture(recipe)
         self.loader = SampleLoader(recipe, self.mixture, self.tok, self.model.config,
                                    workers=auto_workers(recipe.data_workers, self.device.type == "cuda"))
+        self.stream = self._make_stream()
         self.net = shard_model(self.model, recipe.bf16) if self.world > 1 else self.model
         llm_ids = {id(p) for p in self.model.language_model.parameters()}
         vis_ids = {id(p) for p in self.model.vision_tower.parameters()}
@@ -156,51 +158,46 @@ class Trainer:
             raise ValueError(f"recipe {recipe.name!r} trains nothing")
         self.opt = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay, betas=(0.9, 0.95))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(recipe))
-        self.step, self.cursor = 0, 0
-        self._carry: tuple[int, Encoded] | None = None
+        self.step = 0
         os.makedirs(out, exist_ok=True)
         if self.rank == 0:
             recipe.save(os.path.join(out, "recipe.yaml"))
+        self.validator = self._make_validator()
+        self.loggers = self._make_loggers()
 
-    # ---- data ---------------------------------------------------------------------------
-    def _encoded(self, index: int) -> Encoded:
-        if self._carry is not None and self._carry[0] == index:
-            return self._carry[1]
-        # each rank reads its own slice of the stream: sample j of rank r is index j*world + r
-        g = index * self.world + self.rank
-        return self.loader.get(g, [g + k * self.world for k in range(1, self.loader.depth + 1)])
+    # ---- data, validation, loggers (train/stream.py, train/validate.py, train/loggers.py) -------
+    def _make_stream(self) -> RowStream:
+        cfg = self.model.config
+        media = {i for i in (cfg.video_token_id, cfg.image_token_id) if i is not None}
+        return RowStream(self.loader, self.recipe, media, rank=self.rank, world=self.world)
 
-    def next_row(self) -> tuple[dict, int]:
-        """Greedily fill one row from the stream; returns (row, samples used)."""
-        used, samples = 0, []
-        while True:
-            enc = self._encoded(self.cursor)
-            if samples and used + len(enc) > self.recipe.max_seq_len:
-                self._carry = (self.cursor, enc)
-                break
-            samples.append(enc)
-            used += len(enc)
-            self.cursor += 1
-            if used >= self.recipe.max_seq_len:
-                break
-        return pack_row(samples), len(samples)
+    def _make_validator(self):
+        if not self.recipe.eval_data:
+            return None
+        from .validate import Validator
+
+        return Validator(self.recipe, self.tok, self.builder, self.model.config)
+
+    def _make_loggers(self):
+        from .loggers import make_loggers
+
+        return make_loggers(self.recipe, self.out, rank=self.rank)
+
+    def validate(self) -> dict:
+        """The held-out split's metrics (every rank takes part under FSDP; {} without eval_data)."""
+        if self.validator is None:
+            return {}
+        return self.validator.run(self.net, self.model, self.device, self.step)
 
     def data_state(self) -> dict:
-        """This rank's data position, JSON-able (saved per rank in every checkpoint)."""
-        return {"cursor": self.cursor, "world": self.world}
+        """The global data position (collective: every rank calls it), JSON-able; saved with every
+        rank's checkpoint shard."""
+        return self.stream.state_dict()
 
     def load_data_state(self, states: list[dict]) -> None:
-        """Continue from the data positions of every rank of the checkpoint. On the world size it
-        was written with, each rank continues its own stream exactly; on another, every rank starts
-        after the last sample any old rank read (no sample is seen twice; the few that an old rank
-        had not reached are skipped) until the data stream is one global row order (issue #24)."""
-        old = len(states)
-        if old == self.world:
-            self.cursor = states[self.rank]["cursor"]
-        else:
-            read_upto = max(s["cursor"] for s in states) * old  # stream indices j*old + r, j < cursor_r
-            self.cursor = -(-read_upto // self.world)
-        self._carry = None
+        """Continue from a checkpoint's data position. The position is global (one row order for every
+        world size, train/stream.py), so any rank's copy serves, on any number of processes."""
+        self.stream.load_state_dict(states[0])
 
     # ---- loop ---------------------------------------------------------------------------
     def train(self, resume: bool = False, stop_at: int | None = None) -> dict:
@@ -209,6 +206,7 @@ class Trainer:
             return self._train(resume, stop_at)
         finally:
             self.loader.close()  # later calls encode in-process
+            self.loggers.close()
 
     def _train(self, resume: bool, stop_at: int | None) -> dict:
         if resume:
@@ -220,7 +218,7 @@ class Trainer:
         r = self.recipe
         reset_peak(self.device)
         t0 = time.perf_counter()
-        rows = [self.next_row() for _ in range(r.rows_per_step)]
+        rows = [(pack_row(samples), len(samples)) for samples, _ in self.stream.next_rows()]
         n_tok = sum(int((row["labels"][:, 1:] != -100).sum()) for row, _ in rows)
         # the loss is the sum over every labelled token of the step, on every rank, over their count:
         # each rank backpropagates its sum / total * world and FSDP averages over the world
@@ -247,10 +245,13 @@ class Trainer:
         mem = peak_memory_gib(self.device)
         if mem is not None:
             mem = all_reduce([mem], self.device, op="max")[0]
+        data = self.stream.totals()
+        self.stream.check(data)
         return {"step": self.step, "loss": loss_all / total, "lr": self.sched.get_last_lr()[0],
                 "grad_norm": float(gnorm), "tokens": tokens, "tok_s": tokens / dt,
                 **step_metrics(flops_all, tok_all, dt, self.world, self.peak_flops, mem),
-                "samples": sum(n for _, n in rows), "cursor": self.cursor}
+                "samples": sum(n for _, n in rows), "row": self.stream.row,
+                "samples_tried": data["tried"], "skipped": data["skipped"]}
 
     # ---- checkpoints ------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -280,6 +281,10 @@ class Trainer:
             raise ValueError(f"this checkpoint (the old, unsharded format) was written with {st['world']} processes "
                              f"and can only resume with as many (now {self.world}); checkpoints written by this "
                              "version resume on any number")
+        if "data" not in st:
+            raise ValueError(f"{self.out}: this checkpoint (the old, unsharded format) has no data position "
+                             "in the global row order (it was written before it); export it with "
+                             "`kangaroo export` and start a new run from the exported model")
         if self.world > 1:
             from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
                                                                  set_optimizer_state_dict)
@@ -292,7 +297,7 @@ class Trainer:
             self.opt.load_state_dict(blob["optimizer"])
         self.sched.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["torch_rng"])
-        self.cursor, self._carry = st["cursor"], None
+        self.stream.load_state_dict(st["data"])
 
     def export(self, path: str) -> str | None:
         """Save the trained model. Under FSDP nothing is gathered: rank 0 alone reads the last

@@ -103,11 +103,16 @@ def test_the_plan_holds_the_held_out_sets():
 
 def _data_paths(recipe_file: str) -> list[str]:
     r = Recipe.load(recipe_file)
-    return [d.path for d in r.data] + [d.root for d in r.data if d.root]
+    srcs = r.data + r.eval_data
+    return [d.path for d in srcs] + [d.root for d in srcs if d.root]
 
 
 @pytest.mark.parametrize("recipe_file", smol_recipes(), ids=lambda f: os.path.relpath(f, SMOL))
 def test_smol_data_paths_are_files_make_smol_data_writes(recipe_file):
+    r = Recipe.load(recipe_file)
+    if r.objective == "lm" and os.path.dirname(recipe_file) == SMOL:  # the curriculum's stages: validated and logged (held-out sets only: never a training set)
+        assert r.eval_data and r.eval_every and "tensorboard" in r.loggers, recipe_file
+        assert all("/val_short/" in d.path for d in r.eval_data)
     sets = {s["out"]: s for s in load_plan(PLAN)}
     for p in _data_paths(recipe_file):
         rel = os.path.relpath(os.path.normpath(p), DATA)
