@@ -56,14 +56,14 @@ def test_five_8b_stages_resume_export_ask(parts, monkeypatch, capsys):
     assert init.keys() == s3.keys() and all(torch.equal(init[k], s3[k]) for k in init)
     assert any(not torch.equal(init[k], s4[k]) for k in init)
     # the last stage is interrupted (no exported model) and resumed for one more step
-    cursor = res[-1]["cursor"]
+    row = res[-1]["row"]  # the global data position (rows read)
     import shutil
 
     shutil.rmtree(runs / "5_long" / "model")
     assert main(argv[:-len(SETS) * 2] + ["--resume"] + [x for s in ["max_steps=3", *SETS[1:]] for x in ("--set", s)]) == 0
     res2 = json.loads(capsys.readouterr().out)
     assert [r.get("skipped") for r in res2[:4]] == ["already finished"] * 4
-    assert res2[4]["step"] == 3 and res2[4]["cursor"] > cursor
+    assert res2[4]["step"] == 3 and res2[4]["row"] > row
     out = parts / "exported"
     assert main(["export", str(runs / "5_long"), "--out", str(out), "--init-from", str(runs / "4_instruct" / "model")]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 3
