@@ -99,23 +99,10 @@ def random_model(cfg, device="cpu", dtype=torch.float32):
 
 def set_trainable_parts(model, setup) -> list[torch.Tensor]:
     """Freeze all but ``setup.train`` (LoRA adapters added first), as the trainer does; returns the trainable parameters."""
-    from ..model.weights import apply_lora
+    from .trainer import freeze_except
 
-    model.train().requires_grad_(False)
-    if "lora" in setup.train:
-        apply_lora(model, setup.lora_r, 2 * setup.lora_r, 0.0, list(setup.lora_targets))
-    parts = {"vision": model.vision_tower, "temporal": model.temporal_embed, "patchify": model.patchify,
-             "projector": model.mm_projector, "llm": model.language_model}
-    for name in setup.train:
-        if name == "markers":
-            model.markers.requires_grad_(True)
-        elif name == "lora":
-            for n, p in model.language_model.named_parameters():
-                p.requires_grad_("lora_" in n)
-        else:
-            parts[name].requires_grad_(True)
-    if setup.checkpointing:
-        model.gradient_checkpointing_enable()
+    model.train()
+    freeze_except(model, list(setup.train), (setup.lora_r, 2 * setup.lora_r, 0.0, setup.lora_targets), setup.checkpointing)
     return [p for p in model.parameters() if p.requires_grad]
 
 

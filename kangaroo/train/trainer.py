@@ -90,13 +90,20 @@ def resolve_8b(init: str) -> str:
 
 
 def set_trainable(model, recipe: Recipe) -> None:
+    lora = recipe.lora and (recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout, recipe.lora.targets)
+    freeze_except(model, recipe.train, lora, recipe.gradient_checkpointing)
+
+
+def freeze_except(model, train: list[str], lora: tuple | None, checkpointing: bool) -> None:
+    """Freeze every parameter but those of the parts named in ``train`` (``module_map``'s names,
+    "markers", "lora": adapters ``lora = (r, alpha, dropout, targets)`` added first if missing)."""
     from ..model.weights import apply_lora
 
     model.requires_grad_(False)
-    if "lora" in recipe.train and not hasattr(model.language_model, "peft_config"):
-        apply_lora(model, recipe.lora.r, recipe.lora.alpha, recipe.lora.dropout, recipe.lora.targets)
+    if "lora" in train and not hasattr(model.language_model, "peft_config"):
+        apply_lora(model, lora[0], lora[1], lora[2], list(lora[3]))
     mods = module_map(model)
-    for name in recipe.train:
+    for name in train:
         if name == "markers":
             model.markers.requires_grad_(True)
         elif name == "lora":
@@ -104,7 +111,7 @@ def set_trainable(model, recipe: Recipe) -> None:
                 p.requires_grad_("lora_" in n)
         else:
             mods[name].requires_grad_(True)
-    if recipe.gradient_checkpointing:
+    if checkpointing:
         model.gradient_checkpointing_enable()
 
 
