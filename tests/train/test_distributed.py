@@ -17,7 +17,6 @@ import pytest
 
 from kangaroo.train import Recipe, Trainer
 
-from .test_trainer import tiny_dir  # noqa: F401  (the module's tiny model fixture)
 
 REL = 1e-6
 

@@ -14,17 +14,6 @@ from kangaroo.train import Recipe, Trainer, greedy_rows
 from kangaroo.train.data import IGNORE, Mixture, tokenize
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, smol_tokenizer):
-    d = tmp_path_factory.mktemp("tinymodel")
-    torch.manual_seed(0)
-    cfg = tiny_config(vocab=len(smol_tokenizer))
-    cfg.text_config.eos_token_id = smol_tokenizer.eos_token_id
-    KangarooForConditionalGeneration(cfg).save_pretrained(d)
-    smol_tokenizer.save_pretrained(d)
-    return str(d)
-
-
 def recipe(tiny_dir, synth_dir, **kw):
     base = dict(name="t", init=tiny_dir, image_size=56, min_frames=2, max_frames=6, seconds_per_frame=3.0,
                 max_seq_len=400, max_steps=6, warmup_steps=2, save_every=3, lr=1e-3, rows_per_step=2,

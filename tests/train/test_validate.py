@@ -10,17 +10,6 @@ from kangaroo.model import KangarooForConditionalGeneration, tiny_config
 from kangaroo.train import Recipe, Trainer
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, smol_tokenizer):
-    d = tmp_path_factory.mktemp("tinyval")
-    torch.manual_seed(0)
-    cfg = tiny_config(vocab=len(smol_tokenizer))
-    cfg.text_config.eos_token_id = smol_tokenizer.eos_token_id
-    KangarooForConditionalGeneration(cfg).save_pretrained(d)
-    smol_tokenizer.save_pretrained(d)
-    return str(d)
-
-
 def _recipe(tiny_dir, synth_dir, **kw):
     base = dict(name="v", init=tiny_dir, image_size=56, min_frames=2, max_frames=4, seconds_per_frame=4.0,
                 max_seq_len=400, max_steps=3, warmup_steps=1, save_every=3, lr=1e-3, train=["projector", "llm"],
