@@ -32,13 +32,13 @@ from .plan import Setup
 @dataclasses.dataclass
 class Case:
     """One counted step: a model config (``KangarooConfig.to_dict()``), a row of ``videos`` videos of
-    ``frames`` frames (``videos_per_rank``: rank r's own count instead), a plan.Setup's fields."""
+    ``frames`` frames (``videos_per_rank``: rank r's own count instead), a plan.Setup's fields (its
+    ``shard_vision`` says how the tower is sharded)."""
 
     name: str
     config: dict
     frames: int
     setup: dict
-    shard_vision: str = "root"
     text_tokens: int = 256
     videos: int = 1
     videos_per_rank: list[int] | None = None
@@ -77,11 +77,11 @@ def count_sharded_step(case: Case) -> dict:
     torch.manual_seed(0)
     model = KangarooForConditionalGeneration(cfg)
     set_trainable_parts(model, s)
-    shard_model(model, s.bf16, case.shard_vision)
+    shard_model(model, s.bf16, s.shard_vision)
     params = [p for p in model.parameters() if p.requires_grad]  # the DTensor shards
     videos = case.videos_per_rank[rank] if case.videos_per_rank else case.videos
     row = _row(cfg, case.frames, s.image_size, case.text_tokens, s.labelled, seed=rank, videos=videos)
-    pad = media_pads(model, [row], torch.device("cpu"))[0] if case.shard_vision == "blocks" else 0
+    pad = media_pads(model, [row], torch.device("cpu"))[0] if s.shard_vision == "blocks" else 0
     opt, step = train_step(model, params, row, s.bf16, foreach=s.foreach, media_pad=pad)
     step()  # the optimiser's state exists from here on
     tracker = FSDPMemTracker(model, opt)

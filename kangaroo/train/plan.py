@@ -250,7 +250,7 @@ def load_config(model: str):
 
 
 def plan(model: str, frames: int, gpus: int, gpu_memory_gib: float, stage: int | None = None, lora: bool = False,
-         text_tokens: int = 256, reserve_gib: float = 2.0) -> dict:
+         text_tokens: int = 256, reserve_gib: float = 2.0, shard_vision: str | None = None) -> dict:
     """The report of ``kangaroo plan`` (``--json`` prints it): per phase (inference, stage K) the peak
     GiB per GPU, whether it fits in ``gpu_memory_gib`` less ``reserve_gib`` (CUDA context, allocator
     slack), the largest frame count that fits, and the breakdown."""
@@ -267,8 +267,11 @@ def plan(model: str, frames: int, gpus: int, gpu_memory_gib: float, stage: int |
     phases["inference"] = (lambda n: inference_memory(cfg, n, img, text_tokens, counts), img)
     for k in [stage] if stage is not None else sorted(recipes):
         s = Setup.from_recipe_file(recipes[k], lora=lora)
+        if shard_vision is not None:  # otherwise the recipe's (root by default)
+            s.shard_vision = shard_vision
         phases[f"stage{k}"] = ((lambda n, s=s: train_memory(cfg, n, gpus, s, text_tokens, counts)), s.image_size)
     report = {"model": model, "frames": frames, "gpus": gpus, "gpu_memory_gib": gpu_memory_gib, "lora": lora,
+              "shard_vision": shard_vision or "recipe's",
               "reserve_gib": reserve_gib, "phases": {}}
     for name, (fn, size) in phases.items():
         m = fn(frames)
