@@ -6,8 +6,11 @@ interrupted run resumes from its DCP checkpoint with the sharded tower."""
 import os
 
 import pytest
+import torch
 
+from kangaroo.model import KangarooForConditionalGeneration, tiny_config
 from kangaroo.train import Recipe
+from kangaroo.train.memcount import _row
 
 from .test_distributed import _close, _rows, _torchrun
 
@@ -44,3 +47,26 @@ def test_vision_blocks_pad_equal_root_and_resume(tmp_path, tiny_dir, synth_dir):
     _close([x["loss"] for x in rows], [x["loss"] for x in ref])
     assert os.path.exists(tmp_path / "blocks" / "model" / "config.json")
     assert os.path.exists(tmp_path / "blocks" / "eval.jsonl")  # the validation pass pads too
+
+
+def test_tower_calls_and_media_pad_change_no_value():
+    torch.manual_seed(0)
+    cfg = tiny_config(vocab=300, video_token_id=298, image_token_id=299, frame_chunk=4)
+    model = KangarooForConditionalGeneration(cfg)
+    calls = []
+    model.vision_tower.register_forward_hook(lambda *a: calls.append(1))
+    row = _row(cfg, 10, 56, 32, 8, videos=2)  # 2 videos of 10 frames, 4 frames per tower call
+    assert model.tower_calls(10) == 3
+    base = model(**row)["loss_sum"]
+    assert len(calls) == 6
+    calls.clear()
+    padded = model(**row, media_pad=2)["loss_sum"]
+    assert len(calls) == 8  # 2 more tower calls, before the LLM
+    assert torch.equal(padded, base)
+    padded.backward()  # every visual parameter gets a gradient, the same as without the padding
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert all(g is not None for g in grads.values())
+    model.zero_grad()
+    base = model(**row)["loss_sum"]
+    base.backward()
+    assert all(torch.equal(grads[n], p.grad) for n, p in model.named_parameters())
