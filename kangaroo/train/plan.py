@@ -6,8 +6,10 @@ What is counted, per GPU, for a packed row of ``frames`` frames (+ ``text_tokens
   over the GPUs by FSDP2 when there are several; inference: bfloat16, whole, on one GPU;
 - gradients (float32, trainable parameters, sharded) and AdamW's two moments (float32, sharded);
 - working copies: FSDP2 all-gathers bf16 copies of the root unit (everything but the decoder
-  layers) and of two decoder layers at a time (the one running, the one prefetched); in one
-  process autocast makes bf16 copies of every matmul weight in the graph;
+  layers, and the vision blocks with ``shard_vision: blocks``) and of two decoder layers at a time;
+  at the LLM's first layer the root's all-gather buffer is still held; at the end of the backward
+  the root's reduce-scatter holds its gradients three times (``_fsdp_terms``); in one process
+  autocast makes bf16 copies of every matmul weight in the graph;
 - activations: bytes per token per decoder layer (per patch per vision block) as linear forms
   in the widths, per precision mode and per kind of LLM training (full / frozen / LoRA), with
   activation checkpointing (each layer keeps its input; one layer is recomputed at a time) or
@@ -18,7 +20,8 @@ What is counted, per GPU, for a packed row of ``frames`` frames (+ ``text_tokens
 - inference: bf16 weights, the KV cache, and the prefill's largest transient.
 
 Validated against counted tensor bytes of real training steps of tiny models of other shapes
-(tests/train/test_plan.py; the error is in docs/training.md), and on a GPU against
+(tests/train/test_plan.py; the error is in docs/training.md), per rank under 2 gloo ranks
+(fsdp_count.py, ``kangaroo bench fsdp``, tests/train/test_plan_fsdp.py), and on a GPU against
 ``torch.cuda.max_memory_allocated`` by scripts/plan_gpu_check.py.
 """
 
