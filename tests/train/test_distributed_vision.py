@@ -70,3 +70,12 @@ def test_tower_calls_and_media_pad_change_no_value():
     base = model(**row)["loss_sum"]
     base.backward()
     assert all(torch.equal(grads[n], p.grad) for n, p in model.named_parameters())
+
+
+def test_shard_vision_bad_value_is_a_clear_error(tiny_dir, synth_dir):
+    with pytest.raises(ValueError, match="shard_vision: must be one of root, blocks, got 'layers'"):
+        _recipe(tiny_dir, synth_dir, shard_vision="layers")
+    from kangaroo.train.distributed import shard_model
+
+    with pytest.raises(ValueError, match="shard_vision"):
+        shard_model(None, True, "layers")
