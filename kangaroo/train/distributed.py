@@ -79,7 +79,12 @@ def media_pads(model, rows: list[dict], device: torch.device) -> list[int]:
     media to run so that it calls the tower as often as the busiest rank does on that row, and at
     least once (a row without video must still give the visual parameters a gradient).
     Collective: every rank calls it with its rows of the step, before the first forward."""
-    own = [sum(model.tower_calls(int(px.shape[0])) for px, _ in row.get("videos") or []) for row in rows]
+    def calls(row) -> int:  # what the forward will run: the tower only if the row has media placeholders
+        if not row.get("videos") or not bool(model.media_mask(row["input_ids"]).any()):
+            return 0
+        return sum(model.tower_calls(int(px.shape[0])) for px, _ in row["videos"])
+
+    own = [calls(row) for row in rows]
     top = all_reduce([float(n) for n in own], device, op="max")
     return [max(1, int(t)) - n for n, t in zip(own, top)]
 
