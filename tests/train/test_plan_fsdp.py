@@ -2,6 +2,8 @@
 2 gloo ranks under torchrun, counted by FSDPMemTracker: kangaroo/train/fsdp_count.py), on a tiny
 model of the 8B layout whose shape is not the one the bench's table (docs/training.md) was measured on."""
 
+import dataclasses
+
 import pytest
 
 from kangaroo.train.bench_fsdp import plan_cases, plan_errors
@@ -15,9 +17,12 @@ def test_plan_matches_counted_bytes_per_rank_on_2_ranks():
     cfg = tiny_8b_layout(vision_depth=6, llm_layers=3)
     cases = plan_cases(cfg, stages=["stage 4 (everything)", "stage 5 LoRA"], checkpointing=(True,))
     cases += plan_cases(cfg, "blocks", stages=["stage 4 (everything)"], checkpointing=(True,))
-    res = run_cases(cases, world=2)
+    # and a step whose rank 0 has no video and rank 1 two (blocks: rank 0 runs 2 blank tower calls)
+    uneven = dataclasses.replace(cases[-1], name="uneven", videos_per_rank=[0, 2])
+    res = run_cases(cases + [uneven], world=2)
     assert all(len(r["ranks"]) == 2 and r["ranks"][0]["peak"] > 0 for r in res)
-    for row in plan_errors(res, cfg, world=2, single=False):
+    assert [x["media_pad"] for x in res[-1]["ranks"]] == [2, 0]
+    for row in plan_errors(res[:-1], cfg, world=2, single=False):
         print(f"{row['case']}: predicted {row['predicted_mib']:.2f} MiB, counted {row['counted_mib']:.2f} MiB "
               f"({row['error']:+.1%}, peak at {row['peak_at']})")
         assert abs(row["error"]) <= TOL, row
