@@ -54,6 +54,14 @@ def _pack(args) -> tuple[dict, str]:
     return report, format_pack(report)
 
 
+@BENCHMARKS.register("fsdp")
+def _fsdp(args) -> tuple[dict, str]:
+    from .train.bench_fsdp import bench_fsdp, format_fsdp
+
+    report = bench_fsdp(quick=args.quick, progress=not args.json)
+    return report, format_fsdp(report)
+
+
 @BENCHMARKS.register("data")
 def _data(args) -> tuple[dict, str]:
     from .train.bench_data import bench_data, format_data

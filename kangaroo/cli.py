@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora", action="store_true", help="train the LLM with LoRA adapters instead of in full")
     p.add_argument("--text-tokens", type=int, default=256, help="text tokens in the row besides the video")
     p.add_argument("--reserve-gib", type=float, default=2.0, help="kept free per GPU (CUDA context, allocator slack)")
+    p.add_argument("--shard-vision", choices=["root", "blocks"], default=None,
+                   help="with --gpus > 1: the vision tower in FSDP's root unit or a unit per block (default: the recipe's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
 

@@ -209,7 +209,7 @@ def cmd_plan(args) -> int:
     from .train.plan import format_plan, plan
 
     rep = plan(args.model, args.frames, args.gpus, args.gpu_memory_gib, stage=args.stage, lora=args.lora,
-               text_tokens=args.text_tokens, reserve_gib=args.reserve_gib)
+               text_tokens=args.text_tokens, reserve_gib=args.reserve_gib, shard_vision=args.shard_vision)
     if args.json:
         _print_json(rep)
     else:

@@ -199,7 +199,7 @@ class KangarooForConditionalGeneration(PreTrainedModel, GenerationMixin):
         kt = self.patchify.kernel[0]
         per_slot = self.config.slot_frames
         repeat = kt // per_slot  # > 1: each frame's features fill `repeat` places of the kernel
-        chunk = max(per_slot, self.config.frame_chunk // per_slot * per_slot)
+        chunk = self.video_chunk()
         dtype = self.vision_tower.patch_embed.proj.weight.dtype
         out = []
         for s in range(0, pixels.shape[0], chunk):
@@ -215,6 +215,27 @@ class KangarooForConditionalGeneration(PreTrainedModel, GenerationMixin):
             x = self.patchify(feats)  # [t', h', w', C]
             out.append(self.mm_projector(x.flatten(1, 2)))  # [t', h'*w', d]
         return torch.cat(out, dim=0)
+
+    def video_chunk(self) -> int:
+        """Frames ``encode_video`` sends through the tower at once (a multiple of the frames per slot)."""
+        per_slot = self.config.slot_frames
+        return max(per_slot, self.config.frame_chunk // per_slot * per_slot)
+
+    def tower_calls(self, frames: int) -> int:
+        """How many times ``encode_video`` runs the vision tower on a medium of ``frames`` frames."""
+        return -(-frames // self.video_chunk())
+
+    def media_padding(self, n: int) -> torch.Tensor | None:
+        """0 * the visual path on ``n`` blank one-frame media (one tower call each), or None for 0.
+        Sharded training pads every rank to the same number of tower calls with it (the tower's
+        blocks are FSDP units: train/distributed.py); adding it to the loss changes no value but
+        gives every visual parameter a (zero) gradient, so the backward's collectives match too."""
+        if n <= 0:
+            return None
+        p = self.config.vision.patch_size * 2
+        dev = self.markers.device
+        blank = (torch.zeros(1, 3, p, p, device=dev), torch.zeros(1, device=dev))
+        return self.visual_rows([blank] * n).sum() * 0.0
 
     def video_block(self, slots: torch.Tensor, timestamps: torch.Tensor | None = None) -> torch.Tensor:
         """[S, P, d] -> [S*P + S + 2 (+ label tokens), d]: <vi_start> G1 <eof> ... Gn <eov> <vi_end>.
@@ -265,10 +286,7 @@ class KangarooForConditionalGeneration(PreTrainedModel, GenerationMixin):
     def dummy_visual_loss(self) -> torch.Tensor:
         """0 * the visual path on one blank frame: gives every visual parameter a (zero)
         gradient, which sharded training needs on a rank whose batch has no video."""
-        p = self.config.vision.patch_size * 2
-        dev = self.markers.device
-        rows = self.visual_rows([(torch.zeros(1, 3, p, p, device=dev), torch.zeros(1, device=dev))])
-        return rows.sum() * 0.0
+        return self.media_padding(1)
 
     # ---- sequences -----------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None) -> torch.Tensor:
@@ -321,7 +339,7 @@ class KangarooForConditionalGeneration(PreTrainedModel, GenerationMixin):
                 past_key_values=None, cache=None, labels: torch.Tensor | None = None,
                 segment_ids: torch.Tensor | None = None,
                 use_cache: bool | None = None, cache_position: torch.Tensor | None = None, logits_to_keep: int = 0,
-                **kwargs) -> KangarooOutput:
+                media_pad: int = 0, **kwargs) -> KangarooOutput:
         """Media come as the processor's ``pixel_values`` + ``frame_timestamps`` + ``media_frames``, as a
         list ``videos`` of (pixels [T, 3, H, W], timestamps [T]) (training), or already encoded as
         ``media_embeds`` [N, d] (every block in order, from ``visual_rows``: a video asked about many
@@ -331,6 +349,8 @@ class KangarooForConditionalGeneration(PreTrainedModel, GenerationMixin):
         computed only where a label is set (a 22k-token sequence never materialises [L, vocab]).
         Without: logits for the last ``logits_to_keep`` positions (0 = all) and ``past_key_values``.
         ``segment_ids`` [B, L] (0 = padding) pack several samples in a row (module docstring).
+        ``media_pad``: blank media run through the visual path after the real ones, before the LLM,
+        their output times zero added to the loss (``media_padding``; sharded training only).
         """
         cache = cache if cache is not None else past_key_values  # the name depends on the version (compat.py)
         visual = media_embeds
@@ -338,6 +358,7 @@ class KangarooForConditionalGeneration(PreTrainedModel, GenerationMixin):
             if pixel_values is not None:
                 videos = self.split_media(pixel_values, frame_timestamps, media_frames)
             visual = self.visual_rows(videos or [])
+        pad = self.media_padding(media_pad)  # here, in the same place on every rank: the collectives' order
         x = self.embed(input_ids, visual)
         llm = self.llm()
         extra = {}
@@ -361,10 +382,12 @@ class KangarooForConditionalGeneration(PreTrainedModel, GenerationMixin):
         sel = tgt != IGNORE_INDEX
         n = int(sel.sum())
         if n == 0:
-            zero = h.sum() * 0.0
+            zero = h.sum() * 0.0 + (0.0 if pad is None else pad)
             return KangarooOutput(loss=zero, loss_sum=zero, n_tokens=0)
         logits = head(h[:, :-1][sel]).float()
         loss_sum = F.cross_entropy(logits, tgt[sel], reduction="sum")
+        if pad is not None:
+            loss_sum = loss_sum + pad
         return KangarooOutput(loss=loss_sum / n, loss_sum=loss_sum, n_tokens=n)
 
     def prepare_inputs_for_generation(self, input_ids, pixel_values=None, frame_timestamps=None, media_frames=None,

@@ -62,17 +62,20 @@ def state_tensors(model, opt=None) -> list[torch.Tensor]:
     return out
 
 
-def _row(cfg, frames: int, image_size: int, text_tokens: int, labelled: int, seed: int = 0):
-    """A packed row of one video of ``frames`` frames and ``text_tokens`` of text, the last ``labelled`` labelled."""
+def _row(cfg, frames: int, image_size: int, text_tokens: int, labelled: int, seed: int = 0, videos: int = 1):
+    """A packed row of ``videos`` videos of ``frames`` frames and ``text_tokens`` of text, the last
+    ``labelled`` labelled."""
     g = torch.Generator().manual_seed(seed)
+    videos = videos if frames else 0
     n_vis = cfg.num_visual_tokens(frames, image_size, image_size, [2.0 * i for i in range(frames)]) if frames else 0
     vocab = min(cfg.text_config.vocab_size, cfg.video_token_id or cfg.text_config.vocab_size)
-    ids = torch.cat([torch.randint(3, vocab, (8,), generator=g), torch.full((n_vis,), cfg.video_token_id),
+    ids = torch.cat([torch.randint(3, vocab, (8,), generator=g), torch.full((n_vis * videos,), cfg.video_token_id),
                      torch.randint(3, vocab, (text_tokens - 8,), generator=g)])[None]
     labels = ids.clone()
     labels[:, : ids.shape[1] - labelled] = -100
-    videos = [(torch.randn(frames, 3, image_size, image_size, generator=g), 2.0 * torch.arange(frames).float())] if frames else []
-    return {"input_ids": ids, "labels": labels, "segment_ids": torch.ones_like(ids), "videos": videos}
+    media = [(torch.randn(frames, 3, image_size, image_size, generator=g), 2.0 * torch.arange(frames).float())
+             for _ in range(videos)]
+    return {"input_ids": ids, "labels": labels, "segment_ids": torch.ones_like(ids), "videos": media}
 
 
 def random_model(cfg, device="cpu", dtype=torch.float32):
@@ -106,14 +109,15 @@ def set_trainable_parts(model, setup) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def train_step(model, params, row: dict, bf16: bool, foreach: bool | None = None):
-    """(optimizer, step function) of one training step as the trainer runs it in one process."""
+def train_step(model, params, row: dict, bf16: bool, foreach: bool | None = None, media_pad: int = 0):
+    """(optimizer, step function) of one training step as the trainer runs it (in one process, or
+    on one rank of a sharded model: ``media_pad`` blank media, train/distributed.py)."""
     opt = torch.optim.AdamW(params, foreach=foreach)
     dev = next(model.parameters()).device
 
     def step():
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**row)["loss_sum"]
+            loss = model(**row, media_pad=media_pad)["loss_sum"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

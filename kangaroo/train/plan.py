@@ -6,8 +6,10 @@ What is counted, per GPU, for a packed row of ``frames`` frames (+ ``text_tokens
   over the GPUs by FSDP2 when there are several; inference: bfloat16, whole, on one GPU;
 - gradients (float32, trainable parameters, sharded) and AdamW's two moments (float32, sharded);
 - working copies: FSDP2 all-gathers bf16 copies of the root unit (everything but the decoder
-  layers) and of two decoder layers at a time (the one running, the one prefetched); in one
-  process autocast makes bf16 copies of every matmul weight in the graph;
+  layers, and the vision blocks with ``shard_vision: blocks``) and of two decoder layers at a time;
+  at the LLM's first layer the root's all-gather buffer is still held; at the end of the backward
+  the root's reduce-scatter holds its gradients three times (``_fsdp_terms``); in one process
+  autocast makes bf16 copies of every matmul weight in the graph;
 - activations: bytes per token per decoder layer (per patch per vision block) as linear forms
   in the widths, per precision mode and per kind of LLM training (full / frozen / LoRA), with
   activation checkpointing (each layer keeps its input; one layer is recomputed at a time) or
@@ -18,7 +20,8 @@ What is counted, per GPU, for a packed row of ``frames`` frames (+ ``text_tokens
 - inference: bf16 weights, the KV cache, and the prefill's largest transient.
 
 Validated against counted tensor bytes of real training steps of tiny models of other shapes
-(tests/train/test_plan.py; the error is in docs/training.md), and on a GPU against
+(tests/train/test_plan.py; the error is in docs/training.md), per rank under 2 gloo ranks
+(fsdp_count.py, ``kangaroo bench fsdp``, tests/train/test_plan_fsdp.py), and on a GPU against
 ``torch.cuda.max_memory_allocated`` by scripts/plan_gpu_check.py.
 """
 
@@ -56,6 +59,7 @@ class Setup:
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     labelled: int = 128  # answer tokens per row (the loss's logits)
     foreach: bool = True  # AdamW's multi-tensor kernels (the default on GPUs; a loop over tensors on the CPU)
+    shard_vision: str = "root"  # under FSDP: the tower in the root unit, or a unit per block (recipe key)
 
     @classmethod
     def from_recipe_file(cls, path: str, lora: bool = False) -> "Setup":
@@ -69,7 +73,7 @@ class Setup:
         lc = r.get("lora") or {}
         return cls(train=train, bf16=bool(r.get("bf16", False)), checkpointing=bool(r.get("gradient_checkpointing", False)),
                    image_size=int(r.get("image_size", 448)), lora_r=int(lc.get("r", 16)),
-                   lora_targets=tuple(lc.get("targets", cls.lora_targets)))
+                   lora_targets=tuple(lc.get("targets", cls.lora_targets)), shard_vision=r.get("shard_vision", "root"))
 
 
 def stage_recipes(folder: str | None = None) -> dict[int, str]:
@@ -93,11 +97,12 @@ def _count(cfg):
     layer = n(llm.model.layers[0])
     linears = {name.rsplit(".", 1)[-1]: (mod.in_features, mod.out_features)
                for name, mod in llm.model.layers[0].named_modules() if isinstance(mod, torch.nn.Linear)}
+    block = n(m.vision_tower.blocks[0]) if len(m.vision_tower.blocks) else 0
     parts = {"vision": n(m.vision_tower), "temporal": n(m.temporal_embed), "patchify": n(m.patchify),
              "projector": n(m.mm_projector), "markers": m.markers.numel(), "layers": layer * len(llm.model.layers),
              "embed": n(llm.model.embed_tokens), "head": 0 if cfg.tie_word_embeddings else n(llm.lm_head),
              "norm": n(llm.model.norm)}
-    return parts, layer, linears
+    return parts, layer, linears, block
 
 
 def row_tokens(cfg, frames: int, image_size: int, text_tokens: int) -> int:
@@ -111,7 +116,7 @@ def _mode(bf16: bool, gpus: int) -> str:
 
 def train_memory(cfg, frames: int, gpus: int, setup: Setup, text_tokens: int = 256, counts=None) -> dict:
     """Bytes per GPU, by part, of one training step at its peak; ``counts``: ``_count(cfg)``, if known."""
-    parts, layer, linears = counts or _count(cfg)
+    parts, layer, linears, block = counts or _count(cfg)
     tc, v = cfg.text_config, cfg.vision
     L = row_tokens(cfg, frames, setup.image_size, text_tokens)
     layers, d, ff = tc.num_hidden_layers, tc.hidden_size, tc.intermediate_size
@@ -132,9 +137,9 @@ def train_memory(cfg, frames: int, gpus: int, setup: Setup, text_tokens: int = 2
     wb = 2 if setup.bf16 else 0  # fp32 computes on the parameters themselves
     root = total - parts["layers"]
     vision_in_graph = "vision" in setup.train  # the tower is at the bottom: in the graph only if it trains
-    if g > 1:  # FSDP2: the root unit gathered, two layers gathered, one unit's unsharded fp32 gradients
-        layer_t = layer if "llm" in setup.train else (lora_params // tc.num_hidden_layers)
-        out["working_copies"] = (wb or 4) * (root + 2 * layer) + 4 * layer_t
+    if g > 1:  # FSDP2 (train/distributed.py): the units' gathered copies, at three moments (below)
+        fsdp = _fsdp_terms(parts, layer, block, lora_params // layers, setup, v.depth, wb or 4)
+        out["working_copies"] = fsdp["backward"]
     else:  # autocast's bf16 weight copies: trainable ones (cached), frozen ones kept for the input gradient
         llm_mm = parts["layers"] + parts["head"]
         train_mm = parts["projector"] + (parts["vision"] if vision_in_graph else 0) + (llm_mm if "llm" in setup.train else 0)
@@ -167,19 +172,46 @@ def train_memory(cfg, frames: int, gpus: int, setup: Setup, text_tokens: int = 2
     # AdamW's foreach kernels (the default on GPUs) hold a temporary the size of the trainable shard
     out["optimizer_step_temporaries"] = 4 * trainable / g if setup.foreach else 0
     # the peak: at the start of the backward (every activation kept, the loss's gradient), or at the
-    # optimiser step (every gradient); weights and optimiser state are there throughout
-    start_bwd = out["working_copies"] + out["activations"] + out["loss"]
-    opt_step = out["gradients"] + out["optimizer_step_temporaries"] + (out["working_copies"] if g > 1 else 0)
-    out["total"] = out["weights"] + out["optimizer"] + max(start_bwd, opt_step)
-    out["peak_at"] = "backward" if start_bwd >= opt_step else "optimizer step"
+    # optimiser step (every gradient); weights and optimiser state are there throughout. Under FSDP
+    # also: the start of the LLM's forward (the tower's activations, the root's all-gather buffer
+    # not yet freed) and the root unit's reduce-scatter at the end of the backward
+    moments = {"backward": out["working_copies"] + out["activations"] + out["loss"],
+               "optimizer step": out["gradients"] + out["optimizer_step_temporaries"]}
+    if g > 1:
+        moments["forward"] = fsdp["forward"] + vis_act + edge
+        moments["reduce-scatter"] = out["gradients"] + fsdp["reduce_scatter"]
+        out["reduce_scatter_buffers"] = fsdp["reduce_scatter"]
+    out["peak_at"] = max(moments, key=moments.get)
+    out["total"] = out["weights"] + out["optimizer"] + moments[out["peak_at"]]
     out["activations_without_checkpointing"] = L * layers * per_layer + (patches * v.depth * per_block if vision_in_graph else 0)
     out["tokens"] = L
     return out
 
 
+def _fsdp_terms(parts: dict, layer: int, block: int, lora_layer: int, setup: Setup, depth: int, wb: int) -> dict:
+    """FSDP2's transient bytes per GPU (counted with fsdp_count.py under 2 gloo ranks): ``wb`` bytes per
+    gathered parameter. ``backward``: the root unit gathered (the root is not resharded after the
+    forward) and two decoder layers (the one running, the last one kept); ``forward``: at the first
+    layer's all-gather, the root's all-gather buffer is still held besides its parameters (FSDP frees
+    it after the next unit's copy-out); ``reduce_scatter``: the largest trainable unit's unsharded
+    gradients (compute dtype), their float32 copy and the float32 reduce-scatter input, all at once."""
+    blocks = setup.shard_vision == "blocks"
+    root = sum(parts.values()) - parts["layers"] - (depth * block if blocks else 0)
+    last = block if blocks and depth else root  # the last all-gather before the LLM's first layer
+    trainable_root = sum(parts[k] for k in ("vision", "temporal", "patchify", "projector", "markers") if k in setup.train)
+    if "vision" in setup.train and blocks:
+        trainable_root -= depth * block
+    layer_t = layer if "llm" in setup.train else lora_layer  # a decoder layer's trainable parameters
+    if "llm" in setup.train:
+        trainable_root += parts["embed"] + parts["head"] + parts["norm"]
+    unit = max(trainable_root, layer_t, block if blocks and "vision" in setup.train else 0)
+    rs = (wb + 4 + 4) if wb == 2 else 8  # bf16 gradients + float32 copy + reduce-scatter input; fp32: no copy
+    return {"backward": wb * (root + 2 * layer), "forward": wb * (root + last + layer), "reduce_scatter": rs * unit}
+
+
 def inference_memory(cfg, frames: int, image_size: int = 448, text_tokens: int = 256, counts=None) -> dict:
     """Bytes of one prefill + generation on one GPU (bf16 weights, KV cache for the whole row)."""
-    parts, _, _ = counts or _count(cfg)
+    parts = (counts or _count(cfg))[0]
     tc, v = cfg.text_config, cfg.vision
     L = row_tokens(cfg, frames, image_size, text_tokens)
     d, ff = tc.hidden_size, tc.intermediate_size
@@ -221,7 +253,7 @@ def load_config(model: str):
 
 
 def plan(model: str, frames: int, gpus: int, gpu_memory_gib: float, stage: int | None = None, lora: bool = False,
-         text_tokens: int = 256, reserve_gib: float = 2.0) -> dict:
+         text_tokens: int = 256, reserve_gib: float = 2.0, shard_vision: str | None = None) -> dict:
     """The report of ``kangaroo plan`` (``--json`` prints it): per phase (inference, stage K) the peak
     GiB per GPU, whether it fits in ``gpu_memory_gib`` less ``reserve_gib`` (CUDA context, allocator
     slack), the largest frame count that fits, and the breakdown."""
@@ -238,8 +270,11 @@ def plan(model: str, frames: int, gpus: int, gpu_memory_gib: float, stage: int |
     phases["inference"] = (lambda n: inference_memory(cfg, n, img, text_tokens, counts), img)
     for k in [stage] if stage is not None else sorted(recipes):
         s = Setup.from_recipe_file(recipes[k], lora=lora)
+        if shard_vision is not None:  # otherwise the recipe's (root by default)
+            s.shard_vision = shard_vision
         phases[f"stage{k}"] = ((lambda n, s=s: train_memory(cfg, n, gpus, s, text_tokens, counts)), s.image_size)
     report = {"model": model, "frames": frames, "gpus": gpus, "gpu_memory_gib": gpu_memory_gib, "lora": lora,
+              "shard_vision": shard_vision or "recipe's",
               "reserve_gib": reserve_gib, "phases": {}}
     for name, (fn, size) in phases.items():
         m = fn(frames)

@@ -31,6 +31,7 @@ from ..dataclass_io import check_range, check_types, strict_from_dict
 FORMATS = ("llava", "mcqa", "mcqa_fact", "openqa", "captions", "manifest")
 LOGGERS = ("tensorboard", "wandb")
 MODULES = ("vision", "temporal", "patchify", "projector", "markers", "llm", "lora")
+SHARD_VISION = ("root", "blocks")  # the vision tower under FSDP (train/distributed.py)
 
 
 def _nested(cls, value, key: str):
@@ -177,6 +178,9 @@ class Recipe:
     # the global row order (train/stream.py): packed rows per optimiser step over all ranks (each rank
     # accumulates its share); the rows of a step do not depend on the world size. None = rows_per_step x world
     global_rows: int | None = None
+    # under torchrun: the vision tower in FSDP's root unit ("root"), or each of its blocks a unit of its
+    # own ("blocks": every rank runs the tower as often as the busiest one, padded with blank media)
+    shard_vision: str = "root"
     max_failed_fraction: float = 0.01  # the run stops when more of the samples tried fail (unreadable, missing)
     eval_data: list[DataSource] = field(default_factory=list)  # a held-out split (train/validate.py)
     eval_every: int = 0  # validate every this many steps and at the end; 0 = at the end only (if eval_data)
@@ -212,6 +216,8 @@ class Recipe:
         check_range("frames_per_slot", self.frames_per_slot, 1)
         check_range("batch_size", self.batch_size, 1)
         check_range("global_rows", self.global_rows, 1)
+        if self.shard_vision not in SHARD_VISION:
+            raise ValueError(f"shard_vision: must be one of {', '.join(SHARD_VISION)}, got {self.shard_vision!r}")
         check_range("max_failed_fraction", self.max_failed_fraction, 0.0, 1.0)
         for key in ("eval_every", "eval_samples", "eval_generate"):
             check_range(key, getattr(self, key), 0)

@@ -28,7 +28,7 @@ from ..model.modeling import KangarooForConditionalGeneration
 from .data import Mixture
 from .loader import SampleLoader, auto_workers
 from . import checkpoint as ckpt
-from .distributed import all_reduce, init_distributed, shard_model, world_info
+from .distributed import all_reduce, init_distributed, media_pads, shard_model, world_info
 from .loop import checkpoint_dir, checkpoint_steps, read_checkpoint, run_steps, truncate_metrics
 from .metrics import StepFlops, device_peak_flops, peak_memory_gib, reset_peak, step_metrics
 from .packing import pack_row, to_device
@@ -153,7 +153,8 @@ class Trainer:
         self.loader = SampleLoader(recipe, self.mixture, self.tok, self.model.config,
                                    workers=auto_workers(recipe.data_workers, self.device.type == "cuda"))
         self.stream = self._make_stream()
-        self.net = shard_model(self.model, recipe.bf16) if self.world > 1 else self.model
+        self.net = shard_model(self.model, recipe.bf16, recipe.shard_vision) if self.world > 1 else self.model
+        self.pad_media = self.world > 1 and recipe.shard_vision == "blocks"  # equal tower calls on every rank
         llm_ids = {id(p) for p in self.model.language_model.parameters()}
         vis_ids = {id(p) for p in self.model.vision_tower.parameters()}
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -230,15 +231,16 @@ class Trainer:
         # the loss is the sum over every labelled token of the step, on every rank, over their count:
         # each rank backpropagates its sum / total * world and FSDP averages over the world
         total = max(1.0, all_reduce([n_tok], self.device)[0])
+        pads = media_pads(self.model, [row for row, _ in rows], self.device) if self.pad_media else [0] * len(rows)
         loss_sum, tokens, flops = 0.0, 0, 0.0
-        for row, _ in rows:
+        for (row, _), pad in zip(rows, pads):
             flops += self.flops.row(row)
             row = to_device(row, self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=r.bf16):
-                out = self.net(**row)
+                out = self.net(**row, media_pad=pad)  # blank media: every rank calls the tower as often
                 loss = out["loss_sum"]
-                if self.world > 1 and not row["videos"]:  # every rank must give every parameter a gradient
-                    loss = loss + self.model.dummy_visual_loss()
+                if self.world > 1 and not row["videos"] and not self.pad_media:
+                    loss = loss + self.model.dummy_visual_loss()  # every rank must give every parameter a gradient
             (loss * self.world / total).backward()
             loss_sum += float(out["loss_sum"].detach())
             tokens += row["input_ids"].numel()
@@ -248,7 +250,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         self.step += 1
         dt = time.perf_counter() - t0
-        loss_all, tok_all, flops_all = all_reduce([loss_sum, tokens, flops], self.device)
+        loss_all, tok_all, flops_all, pad_all = all_reduce([loss_sum, tokens, flops, sum(pads)], self.device)
         mem = peak_memory_gib(self.device)
         if mem is not None:
             mem = all_reduce([mem], self.device, op="max")[0]
@@ -258,7 +260,8 @@ class Trainer:
                 "grad_norm": float(gnorm), "tokens": tokens, "tok_s": tokens / dt,
                 **step_metrics(flops_all, tok_all, dt, self.world, self.peak_flops, mem),
                 "samples": sum(n for _, n in rows), "row": self.stream.row,
-                "samples_tried": data["tried"], "skipped": data["skipped"]}
+                "samples_tried": data["tried"], "skipped": data["skipped"],
+                **({"vision_pad_calls": int(pad_all)} if self.pad_media else {})}
 
     # ---- checkpoints ------------------------------------------------------------------
     def save_checkpoint(self) -> None:

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 from .data import Source, encode_sample, stage_sampling
+from .distributed import media_pads
 from .packing import pack_row, to_device
 
 QA_FORMATS = ("mcqa", "openqa")
@@ -89,9 +90,13 @@ class Validator:
         return out
 
     def _loss(self, net, model, device, enc) -> tuple[float, int]:
-        row = to_device(pack_row([enc]), device)
+        row = pack_row([enc])
+        pad = 0
+        if self.recipe.shard_vision == "blocks" and dist.is_available() and dist.is_initialized():
+            pad = media_pads(model, [row], device)[0]  # every rank calls the tower as often (distributed.py)
+        row = to_device(row, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.recipe.bf16):
-            out = net(**row)
+            out = net(**row, media_pad=pad)
         n = int((row["labels"][:, 1:] != -100).sum())
         return float(out["loss_sum"]), n
 
