@@ -11,6 +11,13 @@ placeholder's text is plain text: it can never produce a chat control token or a
 placeholder. Each medium becomes a run of its placeholder token, one per embedding position
 it takes (``kangaroo/model/tokens.py``), where the user put it.
 
+Rendering is safe from many threads at once (the server's requests). A fast tokenizer applies
+``split_special_tokens`` by setting a flag on its one shared Rust tokenizer before encoding
+(transformers' ``TokenizersBackend._encode_plus``), so two calls on two threads can interleave
+and encode one's chat headers under the other's setting: ``<|im_start|>`` becomes seven plain
+tokens and the same question is another prompt (issue #26). The renderer therefore encodes with
+private copies of the Rust tokenizer, one per setting, whose flag is set once and never written.
+
 A message is ``{"role", "content"}`` where content is a string or a list of parts
 (``{"type": "text", "text": ...}``, ``{"type": "video" | "image", ...}``); ``"video": True``
 on a message (the training data's form) puts one video before its text.
@@ -19,6 +26,7 @@ on a message (the training data's form) puts one video before its text.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 
 IGNORE_INDEX = -100  # labels that carry no loss
@@ -104,6 +112,39 @@ class ChatRenderer:
         self.media_ids = dict(media_ids)
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("the tokenizer has no chat template")
+        self._copies: tuple | None = None  # (len(tokenizer), template encoder, user-text encoder)
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # copies and pickles (ProcessorMixin.to_dict deep-copies) rebuild their own
+        return {**self.__dict__, "_copies": None, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
+    def _encoders(self):
+        """(template text -> ids with its control tokens, user text -> ids with none): for a fast
+        tokenizer, two private copies of its Rust tokenizer with ``encode_special_tokens`` fixed (module
+        docstring), built at the first render and again if tokens were added since; a Python tokenizer
+        takes the setting per call and is used directly."""
+        backend = getattr(self.tok, "backend_tokenizer", None)
+        if backend is None:
+            return (lambda t: self.tok.encode(t, add_special_tokens=False),
+                    lambda t: self.tok.encode(t, add_special_tokens=False, split_special_tokens=True))
+        n = len(self.tok)
+        with self._lock:
+            if self._copies is None or self._copies[0] != n:
+                from tokenizers import Tokenizer
+
+                spec = backend.to_str()
+                control, plain = Tokenizer.from_str(spec), Tokenizer.from_str(spec)
+                for enc, split in ((control, False), (plain, True)):
+                    enc.encode_special_tokens = split
+                    enc.no_truncation()  # whatever the shared one was last set to by a caller
+                    enc.no_padding()
+                self._copies = (n, control, plain)
+            _, control, plain = self._copies
+        return (lambda t: control.encode(t, add_special_tokens=False).ids,
+                lambda t: plain.encode(t, add_special_tokens=False).ids)
 
     def render(self, messages: list[dict], media_lengths: list[int], add_generation_prompt: bool = True) -> list[int]:
         """``media_lengths[k]``: the embedding positions the k-th medium (in reading order) takes."""
@@ -127,6 +168,7 @@ class ChatRenderer:
         if k != len(media_lengths):
             raise ValueError(f"{len(media_lengths)} media given, the conversation has {k}")
         text = self.tok.apply_chat_template(rendered, tokenize=False, add_generation_prompt=add_generation_prompt)
+        encode_template, encode_user = self._encoders()
         ids: list[int] = []
         for part in re.split(f"(<<kg-{tag}-\\d+-\\d+>>)", text):
             if not part:
@@ -134,11 +176,11 @@ class ChatRenderer:
             if part in pieces:
                 piece = pieces[part]
                 if piece[0] == "text":  # user or history text: never special
-                    ids.extend(self.tok.encode(piece[1], add_special_tokens=False, split_special_tokens=True))
+                    ids.extend(encode_user(piece[1]))
                 else:
                     ids.extend([self.media_ids[piece[1]]] * piece[2])
             else:  # the template's own text: its control tokens are meant
-                ids.extend(self.tok.encode(part, add_special_tokens=False))
+                ids.extend(encode_template(part))
         return ids
 
     def labelled(self, messages: list[dict], media_lengths: list[int]) -> tuple[list[int], list[int]]:
