@@ -112,39 +112,52 @@ class ChatRenderer:
         self.media_ids = dict(media_ids)
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("the tokenizer has no chat template")
-        self._copies: tuple | None = None  # (len(tokenizer), template encoder, user-text encoder)
+        self._copies: dict = {}  # split_special_tokens -> a private Rust tokenizer (module docstring)
+        self._copies_of = -1  # len(tokenizer) when they were made: tokens added since -> made again
+        self._special: frozenset[int] = frozenset()
         self._lock = threading.Lock()
 
-    def __getstate__(self) -> dict:  # copies and pickles (ProcessorMixin.to_dict deep-copies) rebuild their own
-        return {**self.__dict__, "_copies": None, "_lock": None}
+    def __getstate__(self) -> dict:  # copies and pickles (ProcessorMixin.to_dict deep-copies) make their own
+        return {**self.__dict__, "_copies": {}, "_copies_of": -1, "_special": frozenset(), "_lock": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _lock=threading.Lock())
 
-    def _encoders(self):
-        """(template text -> ids with its control tokens, user text -> ids with none): for a fast
-        tokenizer, two private copies of its Rust tokenizer with ``encode_special_tokens`` fixed (module
-        docstring), built at the first render and again if tokens were added since; a Python tokenizer
-        takes the setting per call and is used directly."""
-        backend = getattr(self.tok, "backend_tokenizer", None)
-        if backend is None:
-            return (lambda t: self.tok.encode(t, add_special_tokens=False),
-                    lambda t: self.tok.encode(t, add_special_tokens=False, split_special_tokens=True))
+    def _private(self, split: bool):
+        """A private copy of the fast tokenizer's Rust tokenizer with ``encode_special_tokens = split``,
+        made at its first use (0.2 s for SmolLM2's) and never written again."""
         n = len(self.tok)
         with self._lock:
-            if self._copies is None or self._copies[0] != n:
+            if self._copies_of != n:
+                self._copies, self._copies_of = {}, n
+                self._special = frozenset(i for i, t in self.tok.added_tokens_decoder.items() if t.special)
+            if split not in self._copies:
                 from tokenizers import Tokenizer
 
-                spec = backend.to_str()
-                control, plain = Tokenizer.from_str(spec), Tokenizer.from_str(spec)
-                for enc, split in ((control, False), (plain, True)):
-                    enc.encode_special_tokens = split
-                    enc.no_truncation()  # whatever the shared one was last set to by a caller
-                    enc.no_padding()
-                self._copies = (n, control, plain)
-            _, control, plain = self._copies
-        return (lambda t: control.encode(t, add_special_tokens=False).ids,
-                lambda t: plain.encode(t, add_special_tokens=False).ids)
+                enc = Tokenizer.from_str(self.tok.backend_tokenizer.to_str())
+                enc.encode_special_tokens = split
+                enc.no_truncation()  # whatever a caller last set on the shared one
+                enc.no_padding()
+                self._copies[split] = enc
+            return self._copies[split]
+
+    def _encoders(self):
+        """(template text -> ids with its control tokens, user text -> ids with none). A fast tokenizer:
+        both through a private copy with special tokens matched; user text in which one matched (its
+        string was typed) is encoded again through a second copy that splits them, made only then. Text
+        without a special token's string encodes the same either way. A Python tokenizer takes the
+        setting per call and is used directly."""
+        if getattr(self.tok, "backend_tokenizer", None) is None:
+            return (lambda t: self.tok.encode(t, add_special_tokens=False),
+                    lambda t: self.tok.encode(t, add_special_tokens=False, split_special_tokens=True))
+        control = self._private(False)
+        special = self._special  # the ids of the special tokens, as of the copies
+
+        def user(text: str) -> list[int]:
+            ids = control.encode(text, add_special_tokens=False).ids
+            return self._private(True).encode(text, add_special_tokens=False).ids if not special.isdisjoint(ids) else ids
+
+        return (lambda t: control.encode(t, add_special_tokens=False).ids, user)
 
     def render(self, messages: list[dict], media_lengths: list[int], add_generation_prompt: bool = True) -> list[int]:
         """``media_lengths[k]``: the embedding positions the k-th medium (in reading order) takes."""

@@ -3,6 +3,7 @@
 depend on what another thread's call left there."""
 
 import copy
+import pickle
 import threading
 
 from kangaroo.model.tokens import ensure_media_tokens
@@ -73,6 +74,7 @@ def test_render_equals_the_tokenizers_own_encoding(smol_tokenizer):
     im_start = smol_tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert ids.count(im_start) == 5  # system, user, assistant, user, the generation prompt: none from the text
     assert copy.deepcopy(r).render(MSGS, [7]) == ids  # ProcessorMixin.to_dict deep-copies the renderer
+    assert pickle.loads(pickle.dumps(r)).render(MSGS, [7]) == ids  # data loader workers
 
 
 def test_render_ignores_the_shared_tokenizers_split_flag(smol_tokenizer):
