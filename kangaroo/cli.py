@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(0: unbounded)")
     p.add_argument("--decode-workers", type=int, default=4, help="video decodes at once, outside the model")
     p.add_argument("--max-batch", type=int, default=32, help="sequences decoded together (continuous batching)")
+    p.add_argument("--max-sessions", type=int, default=None,
+                   help="streaming sessions (/v1/sessions) open at once, 429 beyond (default 4)")
+    p.add_argument("--session-idle-s", type=float, default=None,
+                   help="a streaming session unused this long is closed and its KV cache freed (default 600)")
     p.add_argument("--quantize", default=None, choices=["int8", "int4"],
                    help="torchao weight-only quantisation of the LLM (the vision tower is not quantised)")
     p.set_defaults(func=cmd_serve)

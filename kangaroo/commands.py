@@ -255,11 +255,13 @@ def cmd_serve(args) -> int:
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding to {args.host} exposes the server beyond this machine", file=sys.stderr)
+    sessions = {"max_sessions": args.max_sessions, "session_idle_s": args.session_idle_s}  # None: the config's
     serve(ServeConfig(model=args.model, host=args.host, port=args.port, store=args.store,
                       allowed_roots=[os.path.abspath(r) for r in args.allow_root], allow_remote=bool(args.allow_host),
                       remote_hosts=args.allow_host, max_frames=args.max_frames or ServeConfig.max_frames,
                       max_queue=args.max_queue, store_max_mb=args.store_max_mb or None,
-                      decode_workers=args.decode_workers, max_batch=args.max_batch, quantize=args.quantize))
+                      decode_workers=args.decode_workers, max_batch=args.max_batch, quantize=args.quantize,
+                      **{k: v for k, v in sessions.items() if v is not None}))
     return 0
 
 

@@ -11,6 +11,13 @@ placeholder's text is plain text: it can never produce a chat control token or a
 placeholder. Each medium becomes a run of its placeholder token, one per embedding position
 it takes (``kangaroo/model/tokens.py``), where the user put it.
 
+Rendering is safe from many threads at once (the server's requests). A fast tokenizer applies
+``split_special_tokens`` by setting a flag on its one shared Rust tokenizer before encoding
+(transformers' ``TokenizersBackend._encode_plus``), so two calls on two threads can interleave
+and encode one's chat headers under the other's setting: ``<|im_start|>`` becomes seven plain
+tokens and the same question is another prompt (issue #26). The renderer therefore encodes with
+private copies of the Rust tokenizer, one per setting, whose flag is set once and never written.
+
 A message is ``{"role", "content"}`` where content is a string or a list of parts
 (``{"type": "text", "text": ...}``, ``{"type": "video" | "image", ...}``); ``"video": True``
 on a message (the training data's form) puts one video before its text.
@@ -19,6 +26,7 @@ on a message (the training data's form) puts one video before its text.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 
 IGNORE_INDEX = -100  # labels that carry no loss
@@ -104,6 +112,52 @@ class ChatRenderer:
         self.media_ids = dict(media_ids)
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("the tokenizer has no chat template")
+        self._copies: dict = {}  # split_special_tokens -> a private Rust tokenizer (module docstring)
+        self._copies_of = -1  # len(tokenizer) when they were made: tokens added since -> made again
+        self._special: frozenset[int] = frozenset()
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # copies and pickles (ProcessorMixin.to_dict deep-copies) make their own
+        return {**self.__dict__, "_copies": {}, "_copies_of": -1, "_special": frozenset(), "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
+    def _private(self, split: bool):
+        """A private copy of the fast tokenizer's Rust tokenizer with ``encode_special_tokens = split``,
+        made at its first use (0.2 s for SmolLM2's) and never written again."""
+        n = len(self.tok)
+        with self._lock:
+            if self._copies_of != n:
+                self._copies, self._copies_of = {}, n
+                self._special = frozenset(i for i, t in self.tok.added_tokens_decoder.items() if t.special)
+            if split not in self._copies:
+                from tokenizers import Tokenizer
+
+                enc = Tokenizer.from_str(self.tok.backend_tokenizer.to_str())
+                enc.encode_special_tokens = split
+                enc.no_truncation()  # whatever a caller last set on the shared one
+                enc.no_padding()
+                self._copies[split] = enc
+            return self._copies[split]
+
+    def _encoders(self):
+        """(template text -> ids with its control tokens, user text -> ids with none). A fast tokenizer:
+        both through a private copy with special tokens matched; user text in which one matched (its
+        string was typed) is encoded again through a second copy that splits them, made only then. Text
+        without a special token's string encodes the same either way. A Python tokenizer takes the
+        setting per call and is used directly."""
+        if getattr(self.tok, "backend_tokenizer", None) is None:
+            return (lambda t: self.tok.encode(t, add_special_tokens=False),
+                    lambda t: self.tok.encode(t, add_special_tokens=False, split_special_tokens=True))
+        control = self._private(False)
+        special = self._special  # the ids of the special tokens, as of the copies
+
+        def user(text: str) -> list[int]:
+            ids = control.encode(text, add_special_tokens=False).ids
+            return self._private(True).encode(text, add_special_tokens=False).ids if not special.isdisjoint(ids) else ids
+
+        return (lambda t: control.encode(t, add_special_tokens=False).ids, user)
 
     def render(self, messages: list[dict], media_lengths: list[int], add_generation_prompt: bool = True) -> list[int]:
         """``media_lengths[k]``: the embedding positions the k-th medium (in reading order) takes."""
@@ -127,6 +181,7 @@ class ChatRenderer:
         if k != len(media_lengths):
             raise ValueError(f"{len(media_lengths)} media given, the conversation has {k}")
         text = self.tok.apply_chat_template(rendered, tokenize=False, add_generation_prompt=add_generation_prompt)
+        encode_template, encode_user = self._encoders()
         ids: list[int] = []
         for part in re.split(f"(<<kg-{tag}-\\d+-\\d+>>)", text):
             if not part:
@@ -134,11 +189,11 @@ class ChatRenderer:
             if part in pieces:
                 piece = pieces[part]
                 if piece[0] == "text":  # user or history text: never special
-                    ids.extend(self.tok.encode(piece[1], add_special_tokens=False, split_special_tokens=True))
+                    ids.extend(encode_user(piece[1]))
                 else:
                     ids.extend([self.media_ids[piece[1]]] * piece[2])
             else:  # the template's own text: its control tokens are meant
-                ids.extend(self.tok.encode(part, add_special_tokens=False))
+                ids.extend(encode_template(part))
         return ids
 
     def labelled(self, messages: list[dict], media_lengths: list[int]) -> tuple[list[int], list[int]]:

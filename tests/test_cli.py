@@ -43,3 +43,20 @@ def test_synth_cli(tmp_path):
 def test_bad_option_is_clean_error(bikes, tmp_path):
     r = run("frames", bikes, "--num", "0", "--out", str(tmp_path))
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+
+def test_serve_session_flags_reach_the_config(monkeypatch, capsys):
+    import kangaroo.serve as serve_pkg
+    from kangaroo.cli import main
+    from kangaroo.serve import ServeConfig
+
+    got = []
+    monkeypatch.setattr(serve_pkg, "serve", got.append)  # the config it would serve with, no server started
+    assert main(["serve", "--max-sessions", "2", "--session-idle-s", "30"]) == 0
+    assert (got[0].max_sessions, got[0].session_idle_s) == (2, 30.0)
+    assert main(["serve"]) == 0
+    assert (got[1].max_sessions, got[1].session_idle_s) == (ServeConfig.max_sessions, ServeConfig.session_idle_s)
+    assert main(["serve", "--max-sessions", "0"]) == 2 and len(got) == 2
+    assert "error: max_sessions (--max-sessions) must be at least 1" in capsys.readouterr().err
+    assert main(["serve", "--session-idle-s", "0"]) == 2
+    assert "--session-idle-s" in capsys.readouterr().err

@@ -152,7 +152,9 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
 
         pool = ThreadPoolExecutor(cfg.max_queue + 8, thread_name_prefix="kangaroo-request")
         asyncio.get_running_loop().set_default_executor(pool)
+        app.state.sessions.start()  # the one thread that expires idle sessions
         yield
+        app.state.sessions.close()
         engine.close()  # the batcher's thread and the decode pool
         pool.shutdown(wait=False)
 
@@ -187,7 +189,8 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
     async def health():
         return {"status": "ok", "model": model_name, "queued": engine.pending, **engine.stats,
                 "store_bytes": engine.store.used_bytes, "store_evicted": engine.store.evicted,
-                "decode_steps": engine.batcher.stats["steps"] if engine.batcher else None}
+                "decode_steps": engine.batcher.stats["steps"] if engine.batcher else None,
+                "sessions": len(app.state.sessions.live), "sessions_expired": app.state.sessions.expired}
 
     @app.get("/v1/models")
     async def models():

@@ -74,9 +74,12 @@ def _pad_left(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class Batcher:
-    """``submit(seq)`` -> a Future of the result dict; one scheduler thread runs everything."""
+    """``submit(seq)`` -> a Future of the result dict; one scheduler thread runs everything.
 
-    def __init__(self, chat, max_batch: int = 32, model_lock: threading.Lock | None = None):
+    ``start=False``: no thread; the caller drives ``_prefill`` / ``_join`` / ``_step`` itself, which
+    fixes who joins whom at which step (the deterministic tests in tests/serve/test_batcher.py)."""
+
+    def __init__(self, chat, max_batch: int = 32, model_lock: threading.Lock | None = None, start: bool = True):
         self.chat, self.model = chat, chat.model
         self.max_batch = max(1, max_batch)
         self.model_lock = model_lock or threading.Lock()  # held for each prefill and decode step
@@ -87,7 +90,8 @@ class Batcher:
         self.stats = {"steps": 0, "largest_batch": 0, "batched_tokens": 0}
         self.closed = False
         self.thread = threading.Thread(target=self._loop, name="kangaroo-batcher", daemon=True)
-        self.thread.start()
+        if start:
+            self.thread.start()
 
     def submit(self, seq: Sequence) -> Future:
         if self.closed:
@@ -98,7 +102,8 @@ class Batcher:
     def close(self) -> None:
         self.closed = True
         self.inbox.put(None)
-        self.thread.join(timeout=10)
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
 
     # ---- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:

@@ -60,8 +60,16 @@ class ServeConfig:
     store_max_mb: float | None = 4096  # uploads + data: URLs on disk; None: unbounded
     decode_workers: int = 4  # video decodes at once (outside the model)
     max_batch: int = 32  # sequences decoded together (continuous batching)
+    max_sessions: int = 4  # streaming sessions (/v1/sessions) open at once; 429 beyond
+    session_idle_s: float = 600.0  # a session unused this long is closed and its KV cache freed
     quantize: str | None = None  # "int8" / "int4": torchao weight-only quantisation of the LLM
     legacy_lock: bool = False  # the pre-#26 design: everything of one request under one lock (bench baseline)
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions (--max-sessions) must be at least 1, got {self.max_sessions}")
+        if not self.session_idle_s > 0:
+            raise ValueError(f"session_idle_s (--session-idle-s) must be above 0 seconds, got {self.session_idle_s}")
 
 
 @dataclass

@@ -18,3 +18,14 @@ def server(serve_chat, synth_dir, tmp_path_factory):
                       max_frames=32, default_frames=8, max_new_tokens=8)
     with LoopbackServer(build_app(cfg, chat=serve_chat)) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def serve_chat64(tiny_chat_model, smol_tokenizer):
+    """The same tiny model in float64: batched and solo logits agree to ~1e-12, so a greedy token can
+    differ only through a logic error, never through float noise on a near tie."""
+    import copy
+
+    from kangaroo.model.chat import KangarooChat
+
+    return KangarooChat(copy.deepcopy(tiny_chat_model).double(), smol_tokenizer)

@@ -1,12 +1,110 @@
 """The continuous batcher and the store, below the socket: rows joining a running batch at any
-step and leaving it change no greedy answer; the store never evicts a file being decoded."""
+step and leaving it change no greedy answer; the store never evicts a file being decoded.
+
+The deterministic tests drive the batcher by hand (``start=False``): which sequences join
+together and at which step, rows of different lengths (left padding), a reused KV prefix,
+retirement with the drop of all-padding lead columns. Every row's logits at every step are
+checked against one forward pass of the whole sequence without any cache."""
 
 import threading
 
+import pytest
+import torch
 
 from kangaroo.model.chat import GenerationConfig
-from kangaroo.serve.batcher import Batcher, Sequence
+from kangaroo.serve.batcher import Batcher, Prefix, Sequence
 from kangaroo.serve.store import Store
+from kangaroo.video import SamplingConfig
+
+
+class Recording(Batcher):
+    """A batcher without its thread that keeps each row's logits [V] of every step."""
+
+    def __init__(self, chat):
+        super().__init__(chat, max_batch=8, start=False)
+        self.logits: dict[int, list[torch.Tensor]] = {}
+        self.widths: list[int] = []  # the batch's KV length after each step
+
+    def _sample(self, logits, seqs):
+        for row, s in zip(logits, seqs):
+            self.logits.setdefault(id(s), []).append(row.double().clone())
+        return super()._sample(logits, seqs)
+
+    def drive(self, plan: dict[int, list[Sequence]]) -> None:
+        """``plan[t]``: sequences prefilled (batch 1) and joined into the running batch before step t."""
+        t = 0
+        while self.active or any(k >= t for k in plan):
+            joined = [s for s in plan.get(t, []) if self._prefill(s)]
+            if joined:
+                self._join(joined)
+            if self.active:
+                self._step()
+                self.widths.append(0 if self.mask is None else self.mask.shape[1])
+            t += 1
+
+
+@torch.inference_mode()
+def _reference(chat, s: Sequence, steps: int) -> torch.Tensor:
+    """[steps, V]: the logits of each of the sequence's sampling steps, from one forward pass over its
+    prompt and answer with no KV cache, no padding and no batch."""
+    ids = (s.prompt + s.out)[: len(s.prompt) + steps - 1]
+    out = chat.model(torch.tensor([ids]), media_embeds=s.visual, use_cache=False)
+    return out["logits"][0, len(s.prompt) - 1:].double()
+
+
+@pytest.fixture(scope="module")
+def video_rows(serve_chat64, synth_video):
+    return serve_chat64.encode(synth_video, SamplingConfig(num_frames=5))[0]
+
+
+def _seq(chat, rows, question, n, prefix=None):
+    return Sequence(chat.render([{"role": "user", "content": question, "video": rows is not None}], rows), rows,
+                    GenerationConfig.greedy(n), prefix=prefix)
+
+
+# logits leave the model in float32 (modeling.py): a float64 model's are float64 values rounded to float32,
+# so two equal-to-1e-15 computations can still land one float32 ulp (~1e-7 here) apart
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-6), (torch.float32, 1e-5)])
+def test_batched_logits_equal_unbatched_logits_at_every_step(serve_chat, serve_chat64, video_rows, dtype, tol):
+    """Joins into a running batch at different steps, prompts of different lengths (left padding), a KV
+    prefix reused from an earlier answer's batch row (cropped to the common prefix), rows retiring and
+    the lead columns they leave dropped. float64: logits within 1e-6, every greedy token equal, and the
+    answers those of transformers' ``generate`` alone. float32: logits within 1e-5 (the float noise of
+    batching is ~3e-7) and the token equal wherever the top two are 10 tol apart."""
+    chat = serve_chat64 if dtype == torch.float64 else serve_chat
+    rows = video_rows.to(dtype)
+    # an earlier answer on the video, decoded in a batch beside a shorter text-only row: its kept prefix
+    # is a row of a padded batch
+    first = Recording(chat)
+    earlier = _seq(chat, rows, "What happens in the video first?", 6)
+    first.drive({0: [_seq(chat, None, "Hi", 6)], 2: [earlier]})
+    kept = earlier.future.result()["prefix"]
+    assert kept.cache.get_seq_length() == len(kept.ids)
+
+    b = Recording(chat)
+    long_ = _seq(chat, rows, "Describe every object on screen, its colour and where it moves, in detail.", 5)
+    text = _seq(chat, None, "Hi there", 10)
+    reuse = _seq(chat, rows, "What happens in the video next?", 8, Prefix(kept.cache, kept.ids))
+    late = _seq(chat, rows, "Which shape is largest?", 6)
+    plan = {0: [long_], 2: [text, reuse], 6: [late]}
+    b.drive(plan)
+    seqs = [s for group in plan.values() for s in group]
+    results = [s.future.result() for s in seqs]
+    assert reuse.reused > len(kept.ids) // 2  # the video came from the earlier answer's KV
+    assert max(r["batch"] for r in results) == 3 and b.active == [] and b.cache is None
+    retire = len(b.logits[id(long_)]) - 2  # the step at which the long prompt left (its first token: its prefill)
+    assert b.widths[retire] < b.widths[retire - 1]  # the columns only it used were dropped
+    for s, r in zip(seqs, results):
+        got = torch.stack(b.logits[id(s)])  # [steps, V]
+        ref = _reference(chat, s, len(got))
+        assert (got - ref).abs().max() < tol
+        top = ref.topk(2).values
+        sure = (top[:, 0] - top[:, 1]) > 10 * tol
+        assert got.argmax(-1)[sure].tolist() == ref.argmax(-1)[sure].tolist()
+        if dtype == torch.float64:
+            assert bool(sure.all())
+            solo = chat.generate_ids([s.prompt], s.visual, s.gen)[0][0]  # transformers' generate, alone
+            assert s.out == solo and r["completion_tokens"] == len(solo)
 
 
 def test_rows_that_join_mid_answer_get_their_solo_answers(serve_chat):

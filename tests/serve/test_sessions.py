@@ -100,3 +100,71 @@ def test_session_requests_follow_the_chat_endpoint_rules(srv, live_dir, tmp_path
         for i in ids:
             httpx.delete(f"{srv.url}/v1/sessions/{i}")
     assert httpx.delete(f"{srv.url}/v1/sessions/sess-nope").status_code == 404
+
+
+class Clock:
+    """The sessions' clock, moved by the test: expiry never depends on how fast the machine is."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def idle_srv(serve_chat, live_dir, tmp_path_factory):
+    from kangaroo.serve import ServeConfig, build_app
+
+    cfg = ServeConfig(model="kangaroo-test", store=str(tmp_path_factory.mktemp("store")), allowed_roots=[str(live_dir)],
+                      max_new_tokens=8, max_sessions=1, session_idle_s=0.2)
+    app = build_app(cfg, chat=serve_chat)
+    clock = app.state.sessions.clock = Clock()
+    with LoopbackServer(app) as s:
+        yield s, app.state.sessions, clock
+
+
+def test_idle_sessions_expire_and_free_their_cache_and_the_limit_is_429(idle_srv, live_dir):
+    srv, sessions, clock = idle_srv
+    path = live_dir / "short.ts"
+    w = BackgroundWriter(path, seconds=2, fps=4, delay=0.0)
+    w.start()
+    w.join()
+    src = "file://" + str(path)
+    r = post(srv, "/v1/sessions", source=src, idle_timeout_s=0.5)
+    assert r.status_code == 200, r.text
+    sid = r.json()["id"]
+    full = post(srv, "/v1/sessions", source=src)  # --max-sessions 1
+    assert full.status_code == 429 and full.headers["retry-after"]
+    err = full.json()["error"]
+    assert err["type"] == "invalid_request_error" and "--max-sessions" in err["message"]
+    held = sessions.live[sid].session
+    _until(lambda: httpx.get(f"{srv.url}/v1/sessions/{sid}").json()["ended"])
+    assert held.memory_bytes() > 0  # the source's slots are in its KV cache
+
+    clock.now = 0.15  # unused for less than the idle time: still there
+    a = post(srv, f"/v1/sessions/{sid}/ask", question="What happens?", temperature=0, max_tokens=2)
+    assert a.status_code == 200, a.text
+    with sessions.using(sid):  # an ask running on it: never expired under it
+        clock.now = 100.0
+        assert sessions.expire() == []
+    clock.now = 100.15  # its end counts as use
+    assert sessions.expire() == []
+
+    clock.now = 100.5  # idle: the reaper closes it
+    _until(lambda: httpx.get(srv.url + "/health").json()["sessions"] == 0)
+    assert httpx.get(srv.url + "/health").json()["sessions_expired"] == 1
+    gone = httpx.get(f"{srv.url}/v1/sessions/{sid}")
+    assert gone.status_code == 404 and "expired" in gone.json()["error"]["message"]
+    assert post(srv, f"/v1/sessions/{sid}/ask", question="Still there?").status_code == 404
+    assert held.cache is None and held.memory_bytes() == 0 and not held._thread.is_alive()  # freed
+
+    sessions._stop.set()  # without the reaper: a create makes room itself
+    sessions._reaper.join(10)
+    r = post(srv, "/v1/sessions", source=src, idle_timeout_s=0.5)
+    assert r.status_code == 200, r.text
+    clock.now = 200.0
+    r2 = post(srv, "/v1/sessions", source=src, idle_timeout_s=0.5)
+    assert r2.status_code == 200, r2.text
+    assert httpx.get(f"{srv.url}/v1/sessions/{r.json()['id']}").status_code == 404
+    assert httpx.delete(f"{srv.url}/v1/sessions/{r2.json()['id']}").status_code == 200
