@@ -1,0 +1,43 @@
+"""``vllm serve`` (vLLM's OpenAI server, our plugin) against our server over HTTP: the same
+``video_url`` chat requests, the same greedy text (``KANGAROO_VLLM_TEST=1`` only: vLLM's env)."""
+
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+def test_vllm_serve_answers_a_video_url_chat_like_our_server(tmp_path, tiny_kangaroo):
+    from kangaroo.serve.bench_engines import EngineBenchConfig, bench_engines, parse_engines
+
+    # one client at a time: the answers of our batcher under load are another test's business
+    cfg = EngineBenchConfig(engines=parse_engines("vllm,ours"), model=tiny_kangaroo, levels=(1,), min_requests=2,
+                            frames=4, max_tokens=8, vllm_python=sys.executable, max_model_len=2048,
+                            workdir=str(tmp_path / "bench"), startup_timeout_s=900)
+    r = bench_engines(cfg, progress=False)
+    vllm, ours = r["runs"]
+    assert "failed" not in vllm, vllm.get("failed")
+    assert "failed" not in ours, ours.get("failed")
+    a, b = vllm["levels"][0], ours["levels"][0]
+    assert a["errors"] == 0 and b["errors"] == 0, (a["error_examples"], b["error_examples"])
+    assert all(a["answers"]) and a["answers"] == b["answers"]
+    assert a["completion_tokens"] == b["completion_tokens"] > 0
+    assert r["comparison"][0]["identical_answers"] == 2
+
+
+def test_kangaroo_video_loader_gives_our_frames_and_their_seconds(tmp_path):
+    """The loader vLLM's server decodes a video_url with: our decoder's frames, timestamps in seconds."""
+    import numpy as np
+
+    from kangaroo.serve.bench_scale import synth_videos
+    from kangaroo.video import DecodeOptions, SamplingConfig, load_video
+    from kangaroo.vllm_plugin.video import KangarooVideoLoader
+
+    path = synth_videos(str(tmp_path), 1, progress=False)[0]
+    frames, meta = KangarooVideoLoader.load_bytes(open(path, "rb").read(), num_frames=6, max_side=448)
+    ours = load_video(path, SamplingConfig(num_frames=6), DecodeOptions(max_side=448))
+    assert np.array_equal(frames, ours.frames)
+    assert meta["timestamps"] == [float(t) for t in ours.timestamps] and meta["video_backend"] == "kangaroo"
+    with pytest.raises(ValueError, match="not \\['colour'\\]"):
+        KangarooVideoLoader.load_bytes(b"", colour=1)
