@@ -1,0 +1,65 @@
+"""``kangaroo bench serve --engine``: engine specs, the folder both engines load, and our engine end
+to end as a ``kangaroo serve`` subprocess (the vLLM side runs in tests/vllm, vLLM's env)."""
+
+import json
+
+import pytest
+
+from kangaroo.serve.bench_engines import (
+    EngineBenchConfig,
+    bench_engines,
+    check_vllm_python,
+    compare,
+    full_folder,
+    parse_engines,
+)
+
+
+def test_engine_specs():
+    specs = parse_engines("vllm|ours,vllm:bf16,vllm:fp8,ours:int8")
+    assert [s.name for s in specs] == ["vllm:float32", "ours", "vllm:bfloat16", "vllm:fp8 (bfloat16)", "ours:int8"]
+    assert (specs[3].dtype, specs[3].quantization) == ("bfloat16", "fp8")
+    with pytest.raises(ValueError, match="the engines are ours and vllm"):
+        parse_engines("sglang")
+    with pytest.raises(ValueError, match="int8 or int4"):
+        parse_engines("ours:fp8")
+    with pytest.raises(ValueError, match="names no engine"):
+        parse_engines(" , ")
+
+
+def test_refusals(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make vllm-env"):
+        check_vllm_python(str(tmp_path / "nope" / "python"))
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    with pytest.raises(ValueError, match="not a full Kangaroo folder"):
+        full_folder(str(tmp_path), str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["KangarooForConditionalGeneration"],
+                                                      "text_config": {"quantization_config": {"quant_method": "gguf"}}}))
+    with pytest.raises(ValueError, match="quantization_config"):
+        full_folder(str(tmp_path), str(tmp_path))
+    with pytest.raises(ValueError, match="levels"):
+        EngineBenchConfig(levels=(0,))
+
+
+def test_compare_counts_identical_answers_against_the_first_engine():
+    lv = lambda tps, answers: {"clients": 2, "requests": len(answers), "tokens_per_s": tps, "answers": answers}  # noqa: E731
+    runs = [{"engine": "vllm", "levels": [lv(30.0, ["a", "b", "c"])]},
+            {"engine": "broken", "failed": "did not start"},
+            {"engine": "ours", "levels": [lv(10.0, ["a", "x", None])]}]
+    (c,) = compare(runs)
+    assert (c["engine"], c["baseline"], c["identical_answers"], c["baseline_over_engine"]) == ("ours", "vllm", 1, 3.0)
+
+
+def test_our_engine_end_to_end_as_a_subprocess(tiny_chat_model, smol_tokenizer, tmp_path):
+    from kangaroo.model.weights import save_model
+
+    save_model(tiny_chat_model, smol_tokenizer, str(tmp_path / "tiny"))
+    cfg = EngineBenchConfig(engines=parse_engines("ours,ours"), model=str(tmp_path / "tiny"), levels=(1, 2),
+                            min_requests=2, frames=2, max_tokens=3, workdir=str(tmp_path / "bench"))
+    r = bench_engines(cfg, progress=False)
+    assert [x.get("failed") for x in r["runs"]] == [None, None]
+    for x in r["runs"]:
+        assert [lv["errors"] for lv in x["levels"]] == [0, 0]
+        assert all(lv["completion_tokens"] > 0 and lv["ttft_p50_s"] is not None for lv in x["levels"])
+        assert x["rss_peak_mb"] > 0
+    assert r["comparison"][0]["identical_answers"] == 2  # one client at a time: the same greedy answers
