@@ -10,8 +10,9 @@ Every engine is a server in its own process, reached over HTTP by the same strea
   the same ``frames`` placed by time, the same resize bound) and build the same prompt.
 
 An engine spec is ``NAME[:VARIANT]``: ``vllm`` (float32, the dtype ours runs in, for equal
-greedy answers), ``vllm:bf16``, ``vllm:fp8`` or any other ``--quantization`` method of vLLM
-(``vllm:int8_per_channel_weight_only``), ``ours``, ``ours:int8`` / ``ours:int4`` (torchao).
+greedy answers), ``vllm:bf16``, ``vllm:fp8_per_block`` or any other ``--quantization`` method of
+vLLM (bf16 activations), ``vllm:w8a8`` (a pre-quantised int8 copy of the folder,
+vllm_plugin/export.py), ``ours``, ``ours:int8`` / ``ours:int4`` (torchao).
 
 At each concurrency level ``c`` (1, 8, 32), ``max(c, min_requests)`` requests go through ``c``
 concurrent clients, each request on a video no other request of the run asks about (no engine
@@ -53,7 +54,8 @@ class EngineSpec:
 
     kind: str
     dtype: str = "float32"
-    quantization: str | None = None
+    quantization: str | None = None  # vLLM's --quantization (online), or ours' --quantize (torchao)
+    export: str | None = None  # vLLM: serve a pre-quantised copy of the folder (vllm_plugin/export.py)
 
     @classmethod
     def parse(cls, spec: str) -> "EngineSpec":
@@ -64,15 +66,20 @@ class EngineSpec:
             if variant not in ("", "int8", "int4"):
                 raise ValueError(f"engine {spec!r}: ours takes int8 or int4 (torchao), got {variant!r}")
             return cls(kind, quantization=variant or None)
+        from ..vllm_plugin.export import SCHEMES
+
         if variant in VLLM_DTYPES:
             return cls(kind, dtype=VLLM_DTYPES[variant])
+        if variant in SCHEMES:
+            return cls(kind, dtype="bfloat16", export=variant)
         return cls(kind, dtype="bfloat16" if variant else "float32", quantization=variant or None)
 
     @property
     def name(self) -> str:
         if self.kind == "ours":
             return "ours" + (f":{self.quantization}" if self.quantization else "")
-        return "vllm:" + (self.quantization or self.dtype) + (f" ({self.dtype})" if self.quantization else "")
+        method = self.quantization or self.export
+        return "vllm:" + (method or self.dtype) + (f" ({self.dtype})" if method else "")
 
 
 def parse_engines(text: str) -> list[EngineSpec]:
@@ -287,7 +294,14 @@ def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
     for spec in cfg.engines:
         store = tempfile.mkdtemp(prefix="kg_engines_")
         port = free_port()
-        cmd, env = server_command(spec, cfg, folder, name, video_dir, port, store)
+        served = folder
+        if spec.export:
+            from ..vllm_plugin.export import export_quantized
+
+            served = folder + "-" + spec.export
+            if not os.path.isfile(os.path.join(served, "config.json")):
+                export_quantized(folder, served, spec.export, progress)
+        cmd, env = server_command(spec, cfg, served, name, video_dir, port, store)
         log = os.path.join(cfg.workdir, f"serve_engines_{spec.name.replace(':', '_').split()[0]}.log")
         try:
             with ServerProcess(cmd, f"http://127.0.0.1:{port}", env, log, cfg.startup_timeout_s) as srv:
