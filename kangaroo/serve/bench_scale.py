@@ -28,7 +28,7 @@ import httpx
 def _stream(url: str, video: str, question: str, frames: int, max_tokens: int, model: str | None = None) -> dict:
     """One streamed greedy answer (OpenAI chat, ``video_url``): latency (client side, request sent to
     last byte), TTFT server side (``ttft``: ours reports it, None elsewhere) and client side
-    (``ttft_client``: request sent to the first content chunk), completion tokens (``usage``) and the text."""
+    (``ttft_client``: request sent to the first content chunk), completion and prompt tokens (``usage``), the text."""
     body = {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": video}},
                                                       {"type": "text", "text": question}]}],
             "stream": True, "max_tokens": max_tokens, "temperature": 0, "frames": frames,
@@ -36,7 +36,7 @@ def _stream(url: str, video: str, question: str, frames: int, max_tokens: int, m
     if model is not None:
         body["model"] = model
     t0 = time.perf_counter()
-    ttft = tokens = first = None
+    ttft = tokens = first = prompt = None
     text = []
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=3600) as r:
         if r.status_code != 200:
@@ -48,7 +48,7 @@ def _stream(url: str, video: str, question: str, frames: int, max_tokens: int, m
             if "error" in msg:
                 raise RuntimeError(msg["error"]["message"])
             if msg.get("usage"):
-                tokens = msg["usage"]["completion_tokens"]
+                tokens, prompt = msg["usage"]["completion_tokens"], msg["usage"].get("prompt_tokens")
             for c in msg.get("choices") or []:
                 piece = (c.get("delta") or {}).get("content")
                 if piece:
@@ -58,7 +58,7 @@ def _stream(url: str, video: str, question: str, frames: int, max_tokens: int, m
                 if c.get("finish_reason"):
                     ttft = (msg.get("kangaroo") or {}).get("ttft_s")
     return {"latency": time.perf_counter() - t0, "ttft": ttft, "ttft_client": first, "tokens": tokens or 0,
-            "text": "".join(text)}
+            "prompt_tokens": prompt, "text": "".join(text)}
 
 
 def synth_videos(folder: str, n: int, seed: int = 700, progress: bool = True) -> list[str]:

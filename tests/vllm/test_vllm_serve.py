@@ -22,6 +22,7 @@ def test_vllm_serve_answers_a_video_url_chat_like_our_server(tmp_path, tiny_kang
     a, b = vllm["levels"][0], ours["levels"][0]
     assert a["errors"] == 0 and b["errors"] == 0, (a["error_examples"], b["error_examples"])
     assert all(a["answers"]) and a["answers"] == b["answers"]
+    assert a["prompt_tokens"] == b["prompt_tokens"]  # the same prompt length, visual run included
     assert a["completion_tokens"] == b["completion_tokens"] > 0
     assert r["comparison"][0]["identical_answers"] == 2
 
