@@ -151,7 +151,8 @@ def add_bench_args(p) -> None:
     p.add_argument("--data", default=None, help="quant: the held-out set (default data/smol/heldout_short)")
     p.add_argument("--limit", type=int, default=None, help="quant: held-out questions (default 40; --quick 8)")
     p.add_argument("--engine", default=None, help="serve: compare serving engines in one run, e.g. vllm,ours "
-                   "(NAME[:VARIANT]: vllm, vllm:bf16, vllm:fp8, ours, ours:int8; the first is the baseline)")
+                   "(NAME[:VARIANT]: vllm, vllm:bf16, vllm:fp8_per_block, vllm:w8a8, vllm:w4a16, ours, ours:int8; "
+                   "the first is the baseline)")
     p.add_argument("--levels", default=None, help="serve --engine: concurrent clients per level (default 1,8,32)")
     p.add_argument("--frames", type=int, default=None, help="serve --engine: frames per video (default 8)")
     p.add_argument("--max-tokens", type=int, default=None, help="serve --engine: new tokens per answer (default 32)")

@@ -11,8 +11,8 @@ Every engine is a server in its own process, reached over HTTP by the same strea
 
 An engine spec is ``NAME[:VARIANT]``: ``vllm`` (float32, the dtype ours runs in, for equal
 greedy answers), ``vllm:bf16``, ``vllm:fp8_per_block`` or any other ``--quantization`` method of
-vLLM (bf16 activations), ``vllm:w8a8`` (a pre-quantised int8 copy of the folder,
-vllm_plugin/export.py), ``ours``, ``ours:int8`` / ``ours:int4`` (torchao).
+vLLM (bf16 activations), ``vllm:w8a8`` / ``vllm:w4a16`` (a pre-quantised int8 / int4 copy of the
+folder, vllm_plugin/export.py), ``ours``, ``ours:int8`` / ``ours:int4`` (torchao).
 
 At each concurrency level ``c`` (1, 8, 32), ``max(c, min_requests)`` requests go through ``c``
 concurrent clients, each request on a video no other request of the run asks about (no engine
