@@ -27,9 +27,17 @@ def test_engine_specs():
         parse_engines(" , ")
 
 
-def test_refusals(tmp_path):
+def test_refusals(tmp_path, capsys):
+    from kangaroo.cli import main
+
     with pytest.raises(FileNotFoundError, match="make vllm-env"):
         check_vllm_python(str(tmp_path / "nope" / "python"))
+    # said on the command line before any model is exported
+    assert main(["bench", "serve", "--engine", "vllm,ours", "--vllm-python", str(tmp_path / "nope"),
+                 "--workdir", str(tmp_path)]) != 0
+    assert "--vllm-python" in capsys.readouterr().err and not (tmp_path / "engines").exists()
+    assert main(["bench", "serve", "--engine", "sglang"]) != 0
+    assert "the engines are ours and vllm" in capsys.readouterr().err
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
     with pytest.raises(ValueError, match="not a full Kangaroo folder"):
         full_folder(str(tmp_path), str(tmp_path))
