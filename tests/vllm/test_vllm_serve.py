@@ -42,3 +42,19 @@ def test_kangaroo_video_loader_gives_our_frames_and_their_seconds(tmp_path):
     assert meta["timestamps"] == [float(t) for t in ours.timestamps] and meta["video_backend"] == "kangaroo"
     with pytest.raises(ValueError, match="not \\['colour'\\]"):
         KangarooVideoLoader.load_bytes(b"", colour=1)
+
+
+def test_prequantised_copies_serve_on_vllms_cpu_int_kernels(tmp_path, tiny_kangaroo):
+    """``kangaroo export-vllm`` copies (W8A8, W4A16) start in vLLM, run on its CPU int8 / int4 kernels
+    (not silently unquantised) and answer video_url chats."""
+    from kangaroo.serve.bench_engines import EngineBenchConfig, bench_engines, parse_engines
+
+    cfg = EngineBenchConfig(engines=parse_engines("vllm:w8a8,vllm:w4a16"), model=tiny_kangaroo, levels=(1,),
+                            min_requests=1, frames=4, max_tokens=4, vllm_python=sys.executable, max_model_len=2048,
+                            workdir=str(tmp_path / "bench"), startup_timeout_s=900)
+    r = bench_engines(cfg, progress=False)
+    for run, kernel in zip(r["runs"], ("CPUInt8ScaledMMLinearKernel", "CPUWNA16LinearKernel")):
+        assert "failed" not in run, run.get("failed")
+        assert run["levels"][0]["errors"] == 0 and run["levels"][0]["completion_tokens"] > 0
+        with open(run["log"]) as f:
+            assert kernel in f.read()
