@@ -66,10 +66,10 @@ def _data(args) -> tuple[dict, str]:
 @BENCHMARKS.register("serve")
 def _serve(args) -> tuple[dict, str]:
     if args.engine:  # engines side by side (serve/bench_engines.py)
-        from .serve.bench_engines import EngineBenchConfig, bench_engines, format_engines, parse_engines
+        from .serve.bench_engines import EngineBenchConfig, bench_engines, format_engines
 
         levels = tuple(int(c) for c in args.levels.split(",")) if args.levels else ((1, 4) if args.quick else (1, 8, 32))
-        cfg = EngineBenchConfig(engines=parse_engines(args.engine), model=args.model or "kangaroo-smol", levels=levels,
+        cfg = EngineBenchConfig(engines=tuple(args.engine.replace("|", ",").split(",")), model=args.model or "kangaroo-smol", levels=levels,
                                 frames=args.frames or 8, max_tokens=args.max_tokens or (8 if args.quick else 32),
                                 min_requests=2 if args.quick else 4, vllm_python=args.vllm_python, workdir=args.workdir)
         report = bench_engines(cfg, progress=not args.json)

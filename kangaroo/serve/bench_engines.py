@@ -27,6 +27,7 @@ process tree RSS (all its processes, /proc), after the warm-up and at peak.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import json
 import os
 import shutil
@@ -36,10 +37,11 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
+from ..dataclass_io import strict_from_dict
 from .bench_scale import _pct, _stream, synth_videos
 from .testserver import free_port
 
@@ -93,7 +95,7 @@ def parse_engines(text: str) -> list[EngineSpec]:
 
 @dataclass
 class EngineBenchConfig:
-    engines: list[EngineSpec] = field(default_factory=lambda: parse_engines("vllm,ours"))
+    engines: tuple[str, ...] = ("vllm", "ours")  # engine specs, the first is the baseline
     model: str = "kangaroo-smol"
     levels: tuple[int, ...] = (1, 8, 32)
     min_requests: int = 4
@@ -106,10 +108,20 @@ class EngineBenchConfig:
     workdir: str = ".bench"
 
     def __post_init__(self) -> None:
+        self.engines = tuple(e.strip() for e in self.engines if e.strip())
+        self.levels = tuple(int(c) for c in self.levels)
+        self.specs = parse_engines(",".join(self.engines))  # refuses an unknown engine here
         if not self.levels or min(self.levels) < 1:
             raise ValueError(f"levels must be positive client counts, got {self.levels}")
         if self.frames < 1 or self.max_tokens < 1:
             raise ValueError("frames and max_tokens must be >= 1")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EngineBenchConfig":
+        return strict_from_dict(cls, d, "engine bench options")
 
 
 def full_folder(model: str, workdir: str) -> str:
@@ -276,8 +288,8 @@ def run_level(url: str, name: str, jobs: list[tuple[str, str]], clients: int, fr
 
 
 def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
-    """Every engine of ``cfg.engines`` in turn (never two at once) on the same requests."""
-    if any(s.kind == "vllm" for s in cfg.engines):
+    """Every engine of ``cfg.engines`` (``cfg.specs``) in turn (never two at once) on the same requests."""
+    if any(s.kind == "vllm" for s in cfg.specs):
         check_vllm_python(cfg.vllm_python)
     import torch
 
@@ -293,7 +305,7 @@ def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
         jobs.append([(urls[k + i], QUESTIONS[(k + i) % len(QUESTIONS)]) for i in range(n)])
         k += n
     runs = []
-    for spec in cfg.engines:
+    for spec in cfg.specs:
         store = tempfile.mkdtemp(prefix="kg_engines_")
         port = free_port()
         served = folder
@@ -319,7 +331,7 @@ def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
                          "failed": str(e)[-1500:], "log": log})
         finally:
             shutil.rmtree(store, ignore_errors=True)
-    return {"benchmark": "serve_engines", "model": cfg.model, "folder": folder, "frames": cfg.frames,
+    return {"benchmark": "serve_engines", "config": cfg.to_dict(), "model": cfg.model, "folder": folder, "frames": cfg.frames,
             "max_tokens": cfg.max_tokens, "levels": list(cfg.levels), "requests": counts,
             "cpu_threads": torch.get_num_threads(), "runs": runs, "comparison": compare(runs)}
 

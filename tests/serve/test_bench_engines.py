@@ -47,6 +47,17 @@ def test_refusals(tmp_path, capsys):
         full_folder(str(tmp_path), str(tmp_path))
     with pytest.raises(ValueError, match="levels"):
         EngineBenchConfig(levels=(0,))
+    with pytest.raises(ValueError, match="the engines are ours and vllm"):
+        EngineBenchConfig(engines=("vllm", "tgi"))
+
+
+def test_config_round_trips_through_json():
+    cfg = EngineBenchConfig(engines=("ours", "vllm:w8a8", " "), levels=(1, 4), frames=4)
+    again = EngineBenchConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.engines == ("ours", "vllm:w8a8") and [s.name for s in again.specs] == [
+        "ours", "vllm:w8a8 (bfloat16)"]
+    with pytest.raises(ValueError, match="unknown engine bench options"):
+        EngineBenchConfig.from_dict({"engine": ["vllm"]})
 
 
 def test_compare_counts_identical_answers_against_the_first_engine():
@@ -65,7 +76,7 @@ def test_our_engine_end_to_end_as_a_subprocess(tiny_chat_model, smol_tokenizer, 
     from kangaroo.model.weights import save_model
 
     save_model(tiny_chat_model, smol_tokenizer, str(tmp_path / "tiny"))
-    cfg = EngineBenchConfig(engines=parse_engines("ours,ours"), model=str(tmp_path / "tiny"), levels=(1, 2),
+    cfg = EngineBenchConfig(engines=("ours", "ours"), model=str(tmp_path / "tiny"), levels=(1, 2),
                             min_requests=2, frames=2, max_tokens=3, workdir=str(tmp_path / "bench"))
     r = bench_engines(cfg, progress=False)
     assert [x.get("failed") for x in r["runs"]] == [None, None]

@@ -9,10 +9,10 @@ pytestmark = pytest.mark.timeout(1200)
 
 
 def test_vllm_serve_answers_a_video_url_chat_like_our_server(tmp_path, tiny_kangaroo):
-    from kangaroo.serve.bench_engines import EngineBenchConfig, bench_engines, parse_engines
+    from kangaroo.serve.bench_engines import EngineBenchConfig, bench_engines
 
     # one client at a time: the answers of our batcher under load are another test's business
-    cfg = EngineBenchConfig(engines=parse_engines("vllm,ours"), model=tiny_kangaroo, levels=(1,), min_requests=2,
+    cfg = EngineBenchConfig(engines=("vllm", "ours"), model=tiny_kangaroo, levels=(1,), min_requests=2,
                             frames=4, max_tokens=8, vllm_python=sys.executable, max_model_len=2048,
                             workdir=str(tmp_path / "bench"), startup_timeout_s=900)
     r = bench_engines(cfg, progress=False)
@@ -47,9 +47,9 @@ def test_kangaroo_video_loader_gives_our_frames_and_their_seconds(tmp_path):
 def test_prequantised_copies_serve_on_vllms_cpu_int_kernels(tmp_path, tiny_kangaroo):
     """``kangaroo export-vllm`` copies (W8A8, W4A16) start in vLLM, run on its CPU int8 / int4 kernels
     (not silently unquantised) and answer video_url chats."""
-    from kangaroo.serve.bench_engines import EngineBenchConfig, bench_engines, parse_engines
+    from kangaroo.serve.bench_engines import EngineBenchConfig, bench_engines
 
-    cfg = EngineBenchConfig(engines=parse_engines("vllm:w8a8,vllm:w4a16"), model=tiny_kangaroo, levels=(1,),
+    cfg = EngineBenchConfig(engines=("vllm:w8a8", "vllm:w4a16"), model=tiny_kangaroo, levels=(1,),
                             min_requests=1, frames=4, max_tokens=4, vllm_python=sys.executable, max_model_len=2048,
                             workdir=str(tmp_path / "bench"), startup_timeout_s=900)
     r = bench_engines(cfg, progress=False)
