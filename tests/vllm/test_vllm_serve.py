@@ -58,3 +58,34 @@ def test_prequantised_copies_serve_on_vllms_cpu_int_kernels(tmp_path, tiny_kanga
         assert run["levels"][0]["errors"] == 0 and run["levels"][0]["completion_tokens"] > 0
         with open(run["log"]) as f:
             assert kernel in f.read()
+
+
+def test_vllm_servers_chat_prompt_is_our_processors(tmp_path, tiny_kangaroo):
+    """A video_url chat through vLLM's OpenAI server (its chat template rendering, our loader and
+    prompt replacement) gives exactly the prompt ids of ``processor.apply_chat_template``."""
+    import os
+
+    import httpx
+
+    from kangaroo.model.weights import load
+    from kangaroo.serve.bench_engines import EngineBenchConfig, ServerProcess, server_command
+    from kangaroo.serve.bench_scale import synth_videos
+    from kangaroo.serve.testserver import free_port
+
+    video = synth_videos(str(tmp_path / "videos"), 1, progress=False)[0]
+    cfg = EngineBenchConfig(engines=("vllm",), model=tiny_kangaroo, levels=(1,), frames=4, vllm_python=sys.executable,
+                            max_model_len=2048)
+    port = free_port()
+    cmd, env = server_command(cfg.specs[0], cfg, tiny_kangaroo, "tiny", os.path.dirname(video), port,
+                              str(tmp_path / "store"))
+    question = "What happens in the video?"
+    body = {"model": "tiny", "max_tokens": 2, "temperature": 0, "return_token_ids": True,
+            "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "file://" + video}},
+                                                      {"type": "text", "text": question}]}]}
+    with ServerProcess(cmd, f"http://127.0.0.1:{port}", env, str(tmp_path / "vllm.log"), 900) as srv:
+        r = httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=600)
+    assert r.status_code == 200, r.text
+    _, proc = load(tiny_kangaroo)
+    conv = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": question}]}]
+    want = proc.apply_chat_template(conv, num_frames=4)["input_ids"][0].tolist()
+    assert r.json()["prompt_token_ids"] == want
