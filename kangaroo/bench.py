@@ -71,7 +71,8 @@ def _serve(args) -> tuple[dict, str]:
         levels = tuple(int(c) for c in args.levels.split(",")) if args.levels else ((1, 4) if args.quick else (1, 8, 32))
         cfg = EngineBenchConfig(engines=tuple(args.engine.replace("|", ",").split(",")), model=args.model or "kangaroo-smol", levels=levels,
                                 frames=args.frames or 8, max_tokens=args.max_tokens or (8 if args.quick else 32),
-                                min_requests=2 if args.quick else 4, vllm_python=args.vllm_python, workdir=args.workdir)
+                                min_requests=2 if args.quick else 4, vllm_python=args.vllm_python, workdir=args.workdir,
+                                data=args.data, limit=args.limit or 40)
         report = bench_engines(cfg, progress=not args.json)
         return report, format_engines(report)
     from .serve.bench import bench_serve, format_serve
@@ -148,8 +149,9 @@ def add_bench_args(p) -> None:
     p.add_argument("--rows", action="store_true", help="pack: also real tokens/s against packed row length (2k-16k)")
     p.add_argument("--model", default=None, help="serve: a model name or folder (default: kangaroo-smol's architecture); score, quant: (default: kangaroo-smol)")
     p.add_argument("--clients", type=int, default=None, help="serve_scale: concurrent clients (default 16; --quick 4)")
-    p.add_argument("--data", default=None, help="quant: the held-out set (default data/smol/heldout_short)")
-    p.add_argument("--limit", type=int, default=None, help="quant: held-out questions (default 40; --quick 8)")
+    p.add_argument("--data", default=None, help="quant: the held-out set (default data/smol/heldout_short); serve --engine: "
+                   "also each engine's accuracy on it")
+    p.add_argument("--limit", type=int, default=None, help="quant, serve --engine: held-out questions (default 40; quant --quick 8)")
     p.add_argument("--engine", default=None, help="serve: compare serving engines in one run, e.g. vllm,ours "
                    "(NAME[:VARIANT]: vllm, vllm:bf16, vllm:fp8_per_block, vllm:w8a8, vllm:w4a16, ours, ours:int8; "
                    "the first is the baseline)")

@@ -21,7 +21,10 @@ gets a visual or prefix cache hit on the video). Per engine and level: completio
 latency p50/p95, errors, and the greedy answers; per level, how many answers are identical to
 the first engine's, and each engine's throughput against the first's (tokens/s, and wall time
 for the same requests). Memory: the server's
-process tree RSS (all its processes, /proc), after the warm-up and at peak.
+process tree RSS (all its processes, /proc), after the warm-up and at peak. With ``data`` (a
+``kangaroo synth`` held-out folder): each engine's accuracy on its first ``limit`` multiple-choice
+questions (generated answers, ``extract_choice``, as ``kangaroo eval --benchmark synthetic`` scores
+them), asked by 8 concurrent clients at the bench's frame count.
 """
 
 from __future__ import annotations
@@ -106,6 +109,8 @@ class EngineBenchConfig:
     max_model_len: int = 4096
     startup_timeout_s: float = 900.0
     workdir: str = ".bench"
+    data: str | None = None  # a `kangaroo synth` held-out folder: accuracy of each engine on its questions
+    limit: int = 40  # held-out questions (the first ``limit``)
 
     def __post_init__(self) -> None:
         self.engines = tuple(e.strip() for e in self.engines if e.strip())
@@ -287,6 +292,32 @@ def run_level(url: str, name: str, jobs: list[tuple[str, str]], clients: int, fr
             "prompt_tokens": [r["prompt_tokens"] if r is not None else None for r in results]}
 
 
+def heldout_jobs(data: str, limit: int, folder: str) -> tuple[list[tuple[str, str]], list[tuple[list[str], int]]]:
+    """The first ``limit`` multiple-choice questions of a synthetic held-out set: their videos copied
+    into ``folder`` (the one folder both servers may read), (video URL, prompt) jobs, (candidates, answer)."""
+    from ..eval.benchmarks import BENCHMARKS as EVAL_BENCHMARKS
+    from ..prompts import mc_prompt
+
+    items = [it for it in EVAL_BENCHMARKS.get("synthetic")(data) if it.candidates][:limit]
+    if not items:
+        raise ValueError(f"{data}: no multiple-choice questions")
+    jobs, keys = [], []
+    for it in items:
+        dst = os.path.join(folder, "heldout_" + os.path.basename(it.video))
+        if not os.path.exists(dst):
+            shutil.copyfile(it.video, dst)
+        jobs.append(("file://" + dst, mc_prompt(it.question, it.candidates, "synthetic", it.subtitles)))
+        keys.append((it.candidates, it.answer))
+    return jobs, keys
+
+
+def score(answers: list[str | None], keys: list[tuple[list[str], int]]) -> dict:
+    from ..eval.extract import extract_choice
+
+    right = sum(a is not None and extract_choice(a, c) == k for a, (c, k) in zip(answers, keys))
+    return {"questions": len(keys), "correct": right, "accuracy": round(right / len(keys), 4)}
+
+
 def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
     """Every engine of ``cfg.engines`` (``cfg.specs``) in turn (never two at once) on the same requests."""
     if any(s.kind == "vllm" for s in cfg.specs):
@@ -304,6 +335,7 @@ def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
     for n in counts:
         jobs.append([(urls[k + i], QUESTIONS[(k + i) % len(QUESTIONS)]) for i in range(n)])
         k += n
+    heldout = heldout_jobs(cfg.data, cfg.limit, video_dir) if cfg.data else None
     runs = []
     for spec in cfg.specs:
         store = tempfile.mkdtemp(prefix="kg_engines_")
@@ -323,7 +355,14 @@ def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
                 idle = srv.rss_mb()
                 levels = [run_level(srv.url, name, j, c, cfg.frames, cfg.max_tokens, progress)
                           for c, j in zip(cfg.levels, jobs)]
-                runs.append({"engine": spec.name, "dtype": spec.dtype, "quantization": spec.quantization,
+                extra = {}
+                if heldout:
+                    from ..eval.core import MC_MAX_NEW_TOKENS
+
+                    lv = run_level(srv.url, name, heldout[0], 8, cfg.frames, MC_MAX_NEW_TOKENS, progress)
+                    extra["heldout"] = {**score(lv["answers"], heldout[1]), "errors": lv["errors"],
+                                        "answers": lv["answers"]}
+                runs.append({**extra, "engine": spec.name, "dtype": spec.dtype, "quantization": spec.quantization,
                              "startup_s": round(srv.startup_s, 1), "rss_after_warmup_mb": round(idle),
                              "rss_peak_mb": round(max(srv.peak_mb, idle)), "levels": levels, "log": log})
         except RuntimeError as e:  # an engine that does not start is a result too (e.g. a quantisation vLLM refuses)
@@ -369,6 +408,11 @@ def format_engines(r: dict) -> str:
         for lv in x["levels"]:
             lines.append(f"| {x['engine']} | {lv['clients']} | {lv['errors']} | {lv['tokens_per_s']} | "
                          f"{lv['ttft_p50_s']} | {lv['ttft_p95_s']} | {lv['latency_p95_s']} | {x['rss_peak_mb']} |")
+    held = [x for x in r["runs"] if "heldout" in x]
+    if held:
+        lines += ["", "| engine | held-out accuracy | errors |", "|---|---|---|"]
+        lines += [f"| {x['engine']} | {x['heldout']['accuracy']} ({x['heldout']['correct']} / {x['heldout']['questions']}) | "
+                  f"{x['heldout']['errors']} |" for x in held]
     if r["comparison"]:
         lines += ["", "| clients | engine | baseline | engine / baseline tokens/s | baseline / engine wall time | "
                       "identical greedy answers |", "|---|---|---|---|---|---|"]

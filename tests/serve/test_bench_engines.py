@@ -10,8 +10,10 @@ from kangaroo.serve.bench_engines import (
     bench_engines,
     check_vllm_python,
     compare,
+    format_engines,
     full_folder,
     parse_engines,
+    score,
 )
 
 
@@ -60,6 +62,11 @@ def test_config_round_trips_through_json():
         EngineBenchConfig.from_dict({"engine": ["vllm"]})
 
 
+def test_score_reads_the_chosen_option():
+    keys = [(["red", "blue"], 1), (["red", "blue"], 0), (["red", "blue"], 0)]
+    assert score(["(B) blue", "A", None], keys) == {"questions": 3, "correct": 2, "accuracy": 0.6667}
+
+
 def test_compare_counts_identical_answers_against_the_first_engine():
     def lv(tps, wall, answers):
         return {"clients": 2, "requests": len(answers), "tokens_per_s": tps, "wall_s": wall, "answers": answers}
@@ -72,13 +79,19 @@ def test_compare_counts_identical_answers_against_the_first_engine():
     assert (c["tokens_per_s_ratio"], c["wall_speedup"]) == (0.333, 0.4)
 
 
-def test_our_engine_end_to_end_as_a_subprocess(tiny_chat_model, smol_tokenizer, tmp_path):
+def test_our_engine_end_to_end_as_a_subprocess(tiny_chat_model, smol_tokenizer, synth_dir, tmp_path):
     from kangaroo.model.weights import save_model
 
     save_model(tiny_chat_model, smol_tokenizer, str(tmp_path / "tiny"))
     cfg = EngineBenchConfig(engines=("ours", "ours"), model=str(tmp_path / "tiny"), levels=(1, 2),
-                            min_requests=2, frames=2, max_tokens=3, workdir=str(tmp_path / "bench"))
+                            min_requests=2, frames=2, max_tokens=3, workdir=str(tmp_path / "bench"),
+                            data=str(synth_dir), limit=3)
     r = bench_engines(cfg, progress=False)
+    for x in r["runs"]:  # held-out questions scored (a random tiny model: any accuracy, but every answer in)
+        h = x["heldout"]
+        assert h["questions"] == 3 and h["errors"] == 0 and all(a is not None for a in h["answers"])
+        assert 0 <= h["correct"] <= 3 and h["accuracy"] == round(h["correct"] / 3, 4)
+    assert "held-out accuracy" in format_engines(r)
     assert [x.get("failed") for x in r["runs"]] == [None, None]
     for x in r["runs"]:
         assert [lv["errors"] for lv in x["levels"]] == [0, 0]
