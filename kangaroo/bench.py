@@ -73,6 +73,16 @@ def _data(args) -> tuple[dict, str]:
 
 @BENCHMARKS.register("serve")
 def _serve(args) -> tuple[dict, str]:
+    if args.engine:  # engines side by side (serve/bench_engines.py)
+        from .serve.bench_engines import EngineBenchConfig, bench_engines, format_engines
+
+        levels = tuple(int(c) for c in args.levels.split(",")) if args.levels else ((1, 4) if args.quick else (1, 8, 32))
+        cfg = EngineBenchConfig(engines=tuple(args.engine.replace("|", ",").split(",")), model=args.model or "kangaroo-smol", levels=levels,
+                                frames=args.frames or 8, max_tokens=args.max_tokens or (8 if args.quick else 32),
+                                min_requests=2 if args.quick else 4, vllm_python=args.vllm_python, workdir=args.workdir,
+                                data=args.data, limit=args.limit or 40)
+        report = bench_engines(cfg, progress=not args.json)
+        return report, format_engines(report)
     from .serve.bench import bench_serve, format_serve
 
     report = bench_serve(model=args.model, workdir=args.workdir)
@@ -147,8 +157,17 @@ def add_bench_args(p) -> None:
     p.add_argument("--rows", action="store_true", help="pack: also real tokens/s against packed row length (2k-16k)")
     p.add_argument("--model", default=None, help="serve: a model name or folder (default: kangaroo-smol's architecture); score, quant: (default: kangaroo-smol)")
     p.add_argument("--clients", type=int, default=None, help="serve_scale: concurrent clients (default 16; --quick 4)")
-    p.add_argument("--data", default=None, help="quant: the held-out set (default data/smol/heldout_short)")
-    p.add_argument("--limit", type=int, default=None, help="quant: held-out questions (default 40; --quick 8)")
+    p.add_argument("--data", default=None, help="quant: the held-out set (default data/smol/heldout_short); serve --engine: "
+                   "also each engine's accuracy on it")
+    p.add_argument("--limit", type=int, default=None, help="quant, serve --engine: held-out questions (default 40; quant --quick 8)")
+    p.add_argument("--engine", default=None, help="serve: compare serving engines in one run, e.g. vllm,ours "
+                   "(NAME[:VARIANT]: vllm, vllm:bf16, vllm:fp8_per_block, vllm:w8a8, vllm:w4a16, ours, ours:int8; "
+                   "the first is the baseline)")
+    p.add_argument("--levels", default=None, help="serve --engine: concurrent clients per level (default 1,8,32)")
+    p.add_argument("--frames", type=int, default=None, help="serve --engine: frames per video (default 8)")
+    p.add_argument("--max-tokens", type=int, default=None, help="serve --engine: new tokens per answer (default 32)")
+    p.add_argument("--vllm-python", default=".vllmenv/bin/python",
+                   help="serve --engine vllm: the Python of vLLM's environment (make vllm-env)")
 
 
 def run_bench(args) -> int:

@@ -12,7 +12,7 @@ import os
 import sys
 
 from .commands import (cmd_ablate, cmd_ask, cmd_assemble, cmd_bench, cmd_chat, cmd_compare,
-                       cmd_convert, cmd_curate, cmd_curriculum, cmd_eval, cmd_export, cmd_frames,
+                       cmd_convert, cmd_curate, cmd_curriculum, cmd_eval, cmd_export, cmd_export_vllm, cmd_frames,
                        cmd_plan, cmd_probe, cmd_serve, cmd_synth, cmd_train, cmd_watch)  # noqa: F401
 
 
@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=None, help="the checkpoint's step (default: the latest)")
     p.add_argument("--init-from", default=None, help="what the run's --init-from was (recipes whose init is 'previous')")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-vllm", help="a pre-quantised copy of a full model folder for vLLM (int8 W8A8 / int4 W4A16)")
+    p.add_argument("model", help="a full Kangaroo folder (config.json + weights)")
+    p.add_argument("out", help="the folder to write (vllm serve OUT)")
+    p.add_argument("--scheme", default="w8a8", choices=["w8a8", "w4a16"],
+                   help="w8a8: int8 channel-wise LLM weights, int8 per-token activations; w4a16: int4 weights in "
+                        "groups, activations unquantised (compressed-tensors)")
+    p.set_defaults(func=cmd_export_vllm)
 
     p = sub.add_parser("curriculum", help="run several stages in order, each from the previous stage's model")
     p.add_argument("recipes", nargs="+", help="stage recipes in order, or a curriculum file listing them "

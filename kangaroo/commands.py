@@ -224,6 +224,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_export_vllm(args) -> int:
+    from .vllm_plugin.export import export_quantized
+
+    print(export_quantized(args.model, args.out, args.scheme))
+    return 0
+
+
 def cmd_curriculum(args) -> int:
     from .train import Recipe, distributed_session, run_curriculum
     from .train.curriculum import expand_stages

@@ -25,13 +25,19 @@ import time
 import httpx
 
 
-def _stream(url: str, video: str, question: str, frames: int, max_tokens: int) -> dict:
+def _stream(url: str, video: str, question: str, frames: int, max_tokens: int, model: str | None = None) -> dict:
+    """One streamed greedy answer (OpenAI chat, ``video_url``): latency (client side, request sent to
+    last byte), TTFT server side (``ttft``: ours reports it, None elsewhere) and client side
+    (``ttft_client``: request sent to the first content chunk), completion and prompt tokens (``usage``), the text."""
     body = {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": video}},
                                                       {"type": "text", "text": question}]}],
             "stream": True, "max_tokens": max_tokens, "temperature": 0, "frames": frames,
             "stream_options": {"include_usage": True}}
+    if model is not None:
+        body["model"] = model
     t0 = time.perf_counter()
-    ttft = tokens = None
+    ttft = tokens = first = prompt = None
+    text = []
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=3600) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.read()[:200]!r}")
@@ -42,10 +48,33 @@ def _stream(url: str, video: str, question: str, frames: int, max_tokens: int) -
             if "error" in msg:
                 raise RuntimeError(msg["error"]["message"])
             if msg.get("usage"):
-                tokens = msg["usage"]["completion_tokens"]
-            elif msg["choices"] and msg["choices"][0].get("finish_reason"):
-                ttft = msg["kangaroo"]["ttft_s"]
-    return {"latency": time.perf_counter() - t0, "ttft": ttft, "tokens": tokens or 0}
+                tokens, prompt = msg["usage"]["completion_tokens"], msg["usage"].get("prompt_tokens")
+            for c in msg.get("choices") or []:
+                piece = (c.get("delta") or {}).get("content")
+                if piece:
+                    if first is None:
+                        first = time.perf_counter() - t0
+                    text.append(piece)
+                if c.get("finish_reason"):
+                    ttft = (msg.get("kangaroo") or {}).get("ttft_s")
+    return {"latency": time.perf_counter() - t0, "ttft": ttft, "ttft_client": first, "tokens": tokens or 0,
+            "prompt_tokens": prompt, "text": "".join(text)}
+
+
+def synth_videos(folder: str, n: int, seed: int = 700, progress: bool = True) -> list[str]:
+    """``n`` synthetic 30 s videos (4 objects, 8 fps) in ``folder``, made once and cached: v00.mp4, ..."""
+    from tqdm import tqdm
+
+    from ..synth import SynthConfig, make_timeline, write_video
+
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in tqdm(range(n), desc="videos", disable=not progress):
+        p = os.path.join(folder, f"v{i:02d}.mp4")
+        if not os.path.exists(p):
+            write_video(make_timeline(SynthConfig(duration=30.0, fps=8.0, num_objects=4), seed + i), p)
+        paths.append(p)
+    return paths
 
 
 def _pct(xs: list[float], q: float) -> float | None:
@@ -92,16 +121,8 @@ def bench_serve_scale(model: str | None = None, clients: int = 16, frames: int =
 
     from ..model.chat import KangarooChat
     from ..model.weights import build_smol
-    from ..synth import SynthConfig, make_timeline, write_video
 
-    folder = os.path.abspath(os.path.join(workdir, "serve_scale"))
-    os.makedirs(folder, exist_ok=True)
-    paths = []
-    for i in tqdm(range(clients + 1), desc="videos", disable=not progress):  # +1: the warm-up's
-        p = os.path.join(folder, f"v{i:02d}.mp4")
-        if not os.path.exists(p):
-            write_video(make_timeline(SynthConfig(duration=30.0, fps=8.0, num_objects=4), 700 + i), p)
-        paths.append(p)
+    paths = synth_videos(os.path.abspath(os.path.join(workdir, "serve_scale")), clients + 1, progress=progress)  # +1: the warm-up's
     if model:
         chat, name = KangarooChat.load(model), model
     else:

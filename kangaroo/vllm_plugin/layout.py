@@ -49,6 +49,15 @@ def video_features(processor, frames: np.ndarray, timestamps: list[float]) -> tu
     return processor.features(Frames(arr, ts, list(ts), None, {}))
 
 
+def serve_media_io_kwargs(config, num_frames: int) -> dict:
+    """``vllm serve --media-io-kwargs`` for a folder's config: our loader (video.py) at our server's
+    decode size, ``num_frames`` frames placed by time, as ``kangaroo serve`` decodes them."""
+    if int(num_frames) < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    return {"video": {"video_backend": "kangaroo", "num_frames": int(num_frames),
+                      "max_side": max(448, 2 * int(config.vision.image_size))}}
+
+
 def placeholder_run(video_token_id: int, length: int) -> list[int]:
     """The replacement of one video placeholder: ``length`` copies of it (every position an embedding)."""
     if length < 1:

@@ -37,6 +37,9 @@ from .processing import KangarooDummyInputsBuilder, KangarooMultiModalProcessor,
 class KangarooForConditionalGeneration(nn.Module, SupportsMultiModal):
     """vLLM's Kangaroo: ``vllm serve DIR`` / ``LLM(model=DIR)`` on a full Kangaroo folder."""
 
+    # the LLM's fused layers and their parts, for a pre-quantised folder's per-layer scheme (export.py)
+    packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
+
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
         if modality.startswith("video"):

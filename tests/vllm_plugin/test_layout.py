@@ -77,3 +77,13 @@ def test_chat_placeholder_text_becomes_a_reserved_token():
     prompt = [7] + pieces + [8] + pieces
     assert replace_subsequence(prompt, pieces, [proc.video_token_id]) == [7, proc.video_token_id, 8,
                                                                           proc.video_token_id]
+
+
+def test_serve_media_io_kwargs_follow_our_servers_decode():
+    from kangaroo.vllm_plugin.layout import serve_media_io_kwargs
+
+    kw = serve_media_io_kwargs(tiny_config(image_size=56), 8)
+    assert kw == {"video": {"video_backend": "kangaroo", "num_frames": 8, "max_side": 448}}  # max(448, 2 * 56)
+    assert serve_media_io_kwargs(tiny_config(image_size=448), 4)["video"]["max_side"] == 896
+    with pytest.raises(ValueError, match="num_frames"):
+        serve_media_io_kwargs(tiny_config(), 0)
