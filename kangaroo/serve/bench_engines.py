@@ -142,12 +142,9 @@ def full_folder(model: str, workdir: str) -> str:
         if not os.path.isfile(os.path.join(folder, "config.json")):
             m, tok = load_model(model)
             save_model(m, tok, folder)
-    with open(os.path.join(folder, "config.json")) as f:
-        cfg = json.load(f)
-    if "KangarooForConditionalGeneration" not in cfg.get("architectures", []):
-        raise ValueError(f"{folder}: not a full Kangaroo folder (architectures {cfg.get('architectures')})")
-    if "quantization_config" in cfg or "quantization_config" in cfg.get("text_config", {}):
-        raise ValueError(f"{folder}: config.json carries quantization_config; export the model unquantised")
+    from ..vllm_plugin.export import full_folder_config
+
+    full_folder_config(folder, "config.json carries quantization_config; export the model unquantised")
     return folder
 
 

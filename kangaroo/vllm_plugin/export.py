@@ -108,18 +108,25 @@ def _w4a16(key: str, t: torch.Tensor, group: int) -> dict[str, torch.Tensor]:
 _SCHEME = {"w8a8": (_w8a8, lambda group: w8a8_config()), "w4a16": (_w4a16, w4a16_config)}
 
 
+
+def full_folder_config(folder: str, quantized: str) -> dict:
+    """config.json of a full, unquantised Kangaroo folder; ValueError (``quantized`` says why a
+    quantization_config is refused) for anything else."""
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = json.load(f)
+    if "KangarooForConditionalGeneration" not in cfg.get("architectures", []):
+        raise ValueError(f"{folder}: not a full Kangaroo folder (architectures {cfg.get('architectures')})")
+    if "quantization_config" in cfg or "quantization_config" in cfg.get("text_config", {}):
+        raise ValueError(f"{folder}: {quantized}")
+    return cfg
+
 def _export(src: str, out: str, scheme: str, progress: bool) -> str:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     if os.path.abspath(src) == os.path.abspath(out):
         raise ValueError("export into a new folder, not over the source")
-    with open(os.path.join(src, "config.json")) as f:
-        cfg = json.load(f)
-    if "KangarooForConditionalGeneration" not in cfg.get("architectures", []):
-        raise ValueError(f"{src}: not a full Kangaroo folder (architectures {cfg.get('architectures')})")
-    if "quantization_config" in cfg or "quantization_config" in cfg.get("text_config", {}):
-        raise ValueError(f"{src}: already carries a quantization_config")
+    cfg = full_folder_config(src, "already carries a quantization_config")
     shards = sorted(n for n in os.listdir(src) if n.endswith(".safetensors"))
     if not shards:
         raise FileNotFoundError(f"{src}: no .safetensors weights")
