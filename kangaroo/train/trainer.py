@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from contextlib import contextmanager
 
@@ -30,7 +31,7 @@ from .loader import SampleLoader, auto_workers
 from . import checkpoint as ckpt
 from .distributed import all_reduce, init_distributed, media_pads, shard_model, world_info
 from .loop import checkpoint_dir, checkpoint_steps, read_checkpoint, run_steps, truncate_metrics
-from .metrics import StepFlops, device_peak_flops, peak_memory_gib, reset_peak, step_metrics
+from .metrics import StepFlops, bf16_warning, device_peak_flops, peak_memory_gib, reset_peak, step_metrics
 from .packing import pack_row, to_device
 from .recipe import Recipe
 from .stream import RowStream
@@ -142,6 +143,8 @@ class Trainer:
         self.recipe, self.out, self.progress, self.previous = recipe, out, progress, previous
         self.rank, self.world, _ = world_info()
         self.device = init_distributed(self.world)
+        if self.rank == 0 and (w := bf16_warning(self.device, recipe.bf16)):
+            print(w, file=sys.stderr)
         torch.manual_seed(recipe.seed)
         self.model, self.tok, self.base_llm = build_model(recipe, previous)
         set_trainable(self.model, recipe)
