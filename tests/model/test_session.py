@@ -184,15 +184,17 @@ def test_smol_answer_changes_as_the_stream_passes_t_and_equals_ask_when_done(smo
         _wait_for(lambda: len(s.timestamps) == 7)
         before = s.ask(q, GREEDY)
         assert before["seen_until"] == 6.5 and before["frames"] == 7
-        assert "red circle" in before["answer"]  # only the circle seen so far
+        # only the red circle seen so far (the colour is what tells the two objects apart for the shipped
+        # weights: 7v names the red circle "red square" here)
+        assert "red" in before["answer"] and "blue" not in before["answer"]
         resume.set()
         w.join()
         s.reader.finish()  # the writer is done: end after what it wrote, not after the idle timeout
         assert s.wait(30) and s.error is None and s.state()["end_reason"] == "end of stream"
         after = s.ask(q, GREEDY)
         assert after["frames"] == 16 and after["seen_until"] == 15.5
-        assert "blue square" in after["answer"]
-        assert "red circle" in s.ask("Which object is on screen at 2 seconds?", GREEDY)["answer"]
+        assert "blue" in after["answer"]
+        assert "red" in s.ask("Which object is on screen at 2 seconds?", GREEDY)["answer"]
         # the finished stream == `kangaroo ask --fps 1` over the file (its sampling, greedy)
         conv = smol.start(str(path), SamplingConfig(sampler="fps", fps=1.0, min_frames=2, max_frames=160))
         assert conv.frames["timestamps"] == [round(t, 3) for t in s.timestamps]

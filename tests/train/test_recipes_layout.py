@@ -47,7 +47,7 @@ def test_every_recipe_parses(monkeypatch):
 def test_curriculum_lists_the_shipped_stages_in_order():
     stages = read_curriculum(CURRICULUM)
     names = [os.path.relpath(s, SMOL) for s in stages]
-    assert names[0] == "0_tags.yaml" and names[-1] == "6p_long_needles_mixed_more.yaml"
+    assert names[0] == "0_tags.yaml" and names[-1] == "7v_copy_format_with_content.yaml"
     assert all(os.path.dirname(n) == "" for n in names), "shipped stages live in recipes/smol/ itself"
     assert len(set(names)) == len(names)
     # in curriculum order: by the stage number, then the letter (4 < 4b < 4c < 6 < 6c ...)
@@ -64,7 +64,7 @@ def test_curriculum_lists_the_shipped_stages_in_order():
             "experiments go to recipes/smol/experiments/")
     # kangaroo curriculum expands the file to its stages; the last stage's model is packaged
     assert expand_stages([CURRICULUM]) == stages
-    assert last_model([CURRICULUM], "runs/smol") == os.path.join("runs/smol", "17_long_needles_mixed_more", "model")
+    assert last_model([CURRICULUM], "runs/smol") == os.path.join("runs/smol", "18_copy_format_with_content", "model")
 
 
 def test_make_smol_reads_the_two_lists():
