@@ -5,6 +5,7 @@ that set's options."""
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -23,6 +24,12 @@ CURRICULUM = os.path.join(SMOL, "curriculum.yaml")
 PLAN = os.path.join(SMOL, "data.yaml")
 DATA = os.path.join(ROOT, "data", "smol")  # where `make smol-data` writes (--root data/smol)
 NOT_RECIPES = {CURRICULUM, PLAN}
+
+
+@functools.lru_cache(maxsize=1)
+def plan_sets() -> dict:
+    """recipes/smol/data.yaml's sets by folder (checked once: each entry goes through the CLI's parser)."""
+    return {s["out"]: s for s in load_plan(PLAN)}
 
 
 def all_recipes() -> list[str]:
@@ -113,7 +120,7 @@ def test_smol_data_paths_are_files_make_smol_data_writes(recipe_file):
     if r.objective == "lm" and os.path.dirname(recipe_file) == SMOL:  # the curriculum's stages: validated and logged (held-out sets only: never a training set)
         assert r.eval_data and r.eval_every and "tensorboard" in r.loggers, recipe_file
         assert all("/val_short/" in d.path for d in r.eval_data)
-    sets = {s["out"]: s for s in load_plan(PLAN)}
+    sets = plan_sets()
     for p in _data_paths(recipe_file):
         rel = os.path.relpath(os.path.normpath(p), DATA)
         assert not rel.startswith(".."), f"{p} is outside data/smol/ (paths are relative to the recipe file)"
