@@ -47,7 +47,9 @@ def test_bench_score_shared_prefix_equals_one_sequence_per_option(tmp_path):
     assert c["frames"] == 4 and c["questions"] == 2 and c["options"] >= 4
     assert c["max_abs_score_diff"] < 1e-3 and c["same_choice"] == 2
     assert c["per_option_s"] > 0 and c["shared_prefix_s"] > 0 and "speedup_vs_per_question" in c
-    assert "shared prefix" in format_score(rep)
+    # the same questions by generation: the video's block shared by the batch gives the same answers
+    assert c["generate_same_answers"] == 2 and c["generate_left_padded_s"] > 0 and c["generate_shared_prefix_s"] > 0
+    assert "shared prefix" in format_score(rep) and "left-padded" in format_score(rep)
 
 
 def test_bench_sampler_quick(tmp_path):

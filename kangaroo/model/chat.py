@@ -32,6 +32,9 @@ from ..video.identity import video_identity
 from .processing import KangarooProcessor
 
 STOP_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|im_end|>", "<|endoftext|>")
+# A batch of questions shares its prompt's start (system prompt, the video's block) when it is at least
+# this long: prefilled once instead of once per question (ask_batch, generate_ids).
+SHARED_PREFIX_MIN = 8
 
 
 @dataclass
@@ -267,20 +270,54 @@ class KangarooChat:
     def render(self, messages: list[dict], visual: torch.Tensor | None, add_generation_prompt: bool = True) -> list[int]:
         return self.renderer.render(messages, [visual.shape[0]] if visual is not None else [], add_generation_prompt)
 
+    def _shared_prefix(self, rows: list[list[int]], visual: torch.Tensor | None) -> tuple[int, DynamicCache | None]:
+        """(P, cache): the first P tokens every row has (the system prompt and the video's block),
+        prefilled once into a KV cache repeated for every row; (0, None) when there is nothing worth
+        sharing (one row, or a shared part that would not hold every row's video placeholders)."""
+        if len(rows) < 2:
+            return 0, None
+        P = min(len(r) for r in rows) - 1  # every row keeps at least one uncached token
+        for r in rows[1:]:
+            P = min(P, common_prefix(rows[0], r))
+        if P < SHARED_PREFIX_MIN:
+            return 0, None
+        dev = self.device
+        prefix = torch.tensor([rows[0][:P]], device=dev)
+        n_vis = int(self.model.media_mask(prefix).sum())
+        if n_vis != int(self.model.media_mask(torch.tensor([rows[0]], device=dev)).sum()):
+            return 0, None  # a placeholder after the shared part: no sharing (never the case for one video)
+        if n_vis and visual is None:
+            raise ValueError("the prompt holds a video but no visual rows were given")
+        cache = DynamicCache(config=self.model.config.text_config)
+        self.model(prefix, media_embeds=visual if n_vis else None, position_ids=torch.arange(P, device=dev)[None],
+                   **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(len(rows))
+        return P, cache
+
     def generate_ids(self, rows: list[list[int]], visual: torch.Tensor | None, gen: GenerationConfig,
-                     cache: DynamicCache | None = None, streamer=None, stop_event=None) -> list[list[int]]:
-        """``model.generate`` over token rows (left-padded) that all show ``visual`` once each;
-        returns each row's new tokens, up to (not including) its stop token, and why it ended:
-        "stop" (a stop token), "length" (``max_new_tokens`` reached) or "cancelled"."""
+                     cache: DynamicCache | None = None, streamer=None, stop_event=None,
+                     share_prefix: bool = True) -> list[list[int]]:
+        """``model.generate`` over token rows that all show ``visual`` once each; returns each row's
+        new tokens, up to (not including) its stop token, and why it ended: "stop" (a stop token),
+        "length" (``max_new_tokens`` reached) or "cancelled".
+
+        Several rows (``share_prefix``, no ``cache`` given): the part they share (the video's block)
+        is prefilled once and each row is laid out as shared part, padding, own part; otherwise
+        rows are left-padded. The attention mask keeps padding out of every row and the position
+        ids come from it, so each row's answer is the one it would get alone."""
         dev = self.device
         B, L = len(rows), max(len(r) for r in rows)
         self.check_fits(L, gen.max_new_tokens)
+        P = 0
+        if share_prefix and cache is None:
+            P, cache = self._shared_prefix(rows, visual)
         ids = torch.full((B, L), self.pad_id, dtype=torch.long, device=dev)
         mask = torch.zeros(B, L, dtype=torch.long, device=dev)
-        for i, r in enumerate(rows):
-            ids[i, L - len(r):] = torch.tensor(r, device=dev)
-            mask[i, L - len(r):] = 1
-        n_vis = int(self.model.media_mask(ids).sum())
+        for i, r in enumerate(rows):  # [shared part | padding | own part]; P = 0: left-padded
+            ids[i, :P], mask[i, :P] = torch.tensor(r[:P], device=dev), 1
+            ids[i, L - len(r) + P:] = torch.tensor(r[P:], device=dev)
+            mask[i, L - len(r) + P:] = 1
+        n_vis = int(self.model.media_mask(ids[:, P:]).sum())
         embeds = None
         if n_vis:
             if visual is None:
@@ -372,11 +409,12 @@ class KangarooChat:
 
     @torch.inference_mode()
     def ask_batch(self, visual: torch.Tensor | None, questions: list[str], gen: GenerationConfig | None = None,
-                  details: bool = False) -> list:
+                  details: bool = False, share_prefix: bool = True) -> list:
         """Answer several single-round questions about one video in one ``generate`` batch.
 
-        Prompts are left-padded; the attention mask and position ids keep padding out of every
-        row's computation, so each greedy answer equals the one ``ask`` would give. ``details``:
+        The video's block, which every prompt shares, is prefilled once (``share_prefix``; see
+        ``generate_ids``); the attention mask and position ids keep padding out of every row's
+        computation, so each greedy answer equals the one ``ask`` would give. ``details``:
         dicts with the answer, ``prompt_tokens`` (visual ones included), ``completion_tokens`` and
         ``finish_reason`` instead of the answers alone."""
         gen = gen or GenerationConfig()
@@ -385,7 +423,7 @@ class KangarooChat:
         rows = [self.render(self._system() + [{"role": "user", "content": q, "video": visual is not None}], visual)
                 for q in questions]
         out = []
-        for r, (ids, finish) in zip(rows, self.generate_ids(rows, visual, gen)):
+        for r, (ids, finish) in zip(rows, self.generate_ids(rows, visual, gen, share_prefix=share_prefix)):
             text = self.tok.decode(ids, skip_special_tokens=True).strip()
             out.append({"answer": text, "prompt_tokens": len(r), "completion_tokens": len(ids),
                         "finish_reason": finish} if details else text)

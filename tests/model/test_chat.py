@@ -123,7 +123,10 @@ def test_batched_answers_equal_sequential(tiny_chat_model, smol_tokenizer, synth
     from kangaroo.model.chat import Conversation
 
     seq = [kc.ask(Conversation(visual=rows, frames=info), q, GenerationConfig.greedy(6)) for q in qs]
-    assert kc.ask_batch(rows, qs, GenerationConfig.greedy(6)) == seq
+    assert kc.ask_batch(rows, qs, GenerationConfig.greedy(6)) == seq  # the video's block prefilled once, shared
+    assert kc.ask_batch(rows, qs, GenerationConfig.greedy(6), share_prefix=False) == seq  # left-padded rows
+    P, cache = kc._shared_prefix([kc.render([{"role": "user", "content": q, "video": True}], rows) for q in qs], rows)
+    assert P > rows.shape[0] and cache.get_seq_length() == P  # the whole video block is in the shared part
     assert kc.ask_batch(None, ["hi", "a longer question here"], GenerationConfig.greedy(4)) == [
         kc.ask(kc.start(None), q, GenerationConfig.greedy(4)) for q in ["hi", "a longer question here"]]
 
