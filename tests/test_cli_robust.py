@@ -59,13 +59,21 @@ def test_reader_that_closes_after_one_line(bikes):
     assert "Traceback" not in err and err == "" and p.returncode in (0, 1)
 
 
-def test_ask_frames_beyond_the_cap_is_a_clean_error(synth_video):
+def test_ask_frames_beyond_the_cap_is_a_clean_error(synth_video, capsys):
+    from kangaroo.cli import main
     from kangaroo.serve.engine import ServeConfig
 
     cap = ServeConfig.max_frames
-    for flags, word in ((["--frames", "100000"], "--frames"), (["--frames", "0"], "--frames"),
-                        (["--fps", "2", "--max-frames", str(cap + 1)], "--max-frames")):
-        r = subprocess.run([sys.executable, "-m", "kangaroo.cli", "ask", synth_video, "What happens?", *flags],
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 2 and r.stdout == "", r.stderr
-        assert r.stderr.startswith(f"error: {word} must be between 1 and {cap}") and r.stderr.count("\n") == 1
+    cases = ((["--frames", "100000"], "--frames"), (["--frames", "0"], "--frames"),
+             (["--fps", "2", "--max-frames", str(cap + 1)], "--max-frames"))
+    # the first as a process (its exit status and streams), the others in this one
+    r = subprocess.run([sys.executable, "-m", "kangaroo.cli", "ask", synth_video, "What happens?", *cases[0][0]],
+                       capture_output=True, text=True, timeout=300)
+    results = [(r.returncode, r.stdout, r.stderr)]
+    for flags, _ in cases[1:]:
+        code = main(["ask", synth_video, "What happens?", *flags])
+        out = capsys.readouterr()
+        results.append((code, out.out, out.err))
+    for (code, out, err), (_, word) in zip(results, cases):
+        assert code == 2 and out == "", err
+        assert err.startswith(f"error: {word} must be between 1 and {cap}") and err.count("\n") == 1
