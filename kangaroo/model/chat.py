@@ -282,17 +282,23 @@ class KangarooChat:
         if P < SHARED_PREFIX_MIN:
             return 0, None
         dev = self.device
-        prefix = torch.tensor([rows[0][:P]], device=dev)
-        n_vis = int(self.model.media_mask(prefix).sum())
+        n_vis = int(self.model.media_mask(torch.tensor([rows[0][:P]], device=dev)).sum())
         if n_vis != int(self.model.media_mask(torch.tensor([rows[0]], device=dev)).sum()):
             return 0, None  # a placeholder after the shared part: no sharing (never the case for one video)
         if n_vis and visual is None:
             raise ValueError("the prompt holds a video but no visual rows were given")
-        cache = DynamicCache(config=self.model.config.text_config)
-        self.model(prefix, media_embeds=visual if n_vis else None, position_ids=torch.arange(P, device=dev)[None],
-                   **{CACHE_ARG: cache}, use_cache=True, logits_to_keep=1)
+        cache = self._prefill(rows[0][:P], visual if n_vis else None)
         cache.batch_repeat_interleave(len(rows))
         return P, cache
+
+    def _prefill(self, tokens: list[int], visual: torch.Tensor | None) -> DynamicCache:
+        """A one-row KV cache holding ``tokens`` (positions 0..len-1), the video's rows in its placeholders."""
+        dev = self.device
+        cache = DynamicCache(config=self.model.config.text_config)
+        self.model(torch.tensor([tokens], device=dev), media_embeds=visual,
+                   position_ids=torch.arange(len(tokens), device=dev)[None], **{CACHE_ARG: cache}, use_cache=True,
+                   logits_to_keep=1)
+        return cache
 
     def generate_ids(self, rows: list[list[int]], visual: torch.Tensor | None, gen: GenerationConfig,
                      cache: DynamicCache | None = None, streamer=None, stop_event=None,
@@ -476,11 +482,7 @@ class KangarooChat:
         for p, _ in rendered[1:]:
             P = min(P, common_prefix(rendered[0][0], p))
         dev = self.device
-        cache = DynamicCache(config=self.model.config.text_config)
-        if P > 0:
-            self.model(torch.tensor([rendered[0][0][:P]], device=dev), media_embeds=visual,
-                       position_ids=torch.arange(P, device=dev)[None], **{CACHE_ARG: cache}, use_cache=True,
-                       logits_to_keep=1)
+        cache = self._prefill(rendered[0][0][:P], visual) if P > 0 else None
         results = []
         for prompt, conts in rendered:
             if not conts:
