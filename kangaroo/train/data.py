@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +44,7 @@ class Sample:
     mc: tuple[str, list[str], int] | None = None  # multiple choice: (question, candidates, answer index)
     more_media: list[tuple[str, bool]] = field(default_factory=list)  # 2nd, 3rd... medium: (path, is_image)
     reply: str = "letter"  # multiple choice: the reply style (DataSource.reply)
+    frames: int | None = None  # the video's frames, sampled uniformly (Recipe.uniform_frames); None = dynamic
 
     def all_media(self) -> list[tuple[str, bool]]:
         """Every medium in reading order: (path, is_image)."""
@@ -67,7 +69,7 @@ def shuffled(sample: Sample, rng) -> Sample:
     new = [cands[i] for i in order]
     return Sample(sample.media, sample.is_image,
                   mc_messages(q, new, order.index(ans), sample.media is not None, sample.reply),
-                  sample.span, (q, new, order.index(ans)), sample.more_media, sample.reply)
+                  sample.span, (q, new, order.index(ans)), sample.more_media, sample.reply, sample.frames)
 
 
 def read_records(path: str) -> list[dict]:
@@ -191,8 +193,13 @@ def tokenize(renderer: ChatRenderer, messages: list[dict], n_visual: int) -> tup
     return renderer.labelled(messages, [n_visual] if n_visual else [])
 
 
-def stage_sampling(recipe: Recipe, span: tuple[float, float] | None = None) -> SamplingConfig:
+def stage_sampling(recipe: Recipe, span: tuple[float, float] | None = None,
+                   frames: int | None = None) -> SamplingConfig:
+    """The stage's dynamic rate, or ``frames`` spread uniformly (the way an evaluation at a fixed
+    frame count samples)."""
     start, end = span if span is not None else (None, None)
+    if frames is not None:
+        return SamplingConfig(sampler="uniform", num_frames=frames, start=start, end=end)
     return SamplingConfig(sampler="dynamic", min_frames=recipe.min_frames, max_frames=recipe.max_frames,
                           seconds_per_frame=recipe.seconds_per_frame, start=start, end=end)
 
@@ -214,7 +221,8 @@ class Encoded:
 
 
 def load_medium(path: str, is_image: bool, recipe: Recipe, patch: int,
-                span: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                span: tuple[float, float] | None = None,
+                frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One image or video as (pixels [T, 3, H, W], timestamps [T]) at the stage's size and sampling."""
     pre = PreprocessConfig(size=recipe.image_size, patch=patch)
     if is_image:
@@ -223,21 +231,23 @@ def load_medium(path: str, is_image: bool, recipe: Recipe, patch: int,
         with Image.open(path) as im:
             frames = np.asarray(im.convert("RGB"))[None]
         return preprocess_frames(frames, pre), torch.zeros(1)
-    f = load_video(path, stage_sampling(recipe, span), DecodeOptions(max_side=max(2 * recipe.image_size, 224)))
+    f = load_video(path, stage_sampling(recipe, span, frames), DecodeOptions(max_side=max(2 * recipe.image_size, 224)))
     ts = f.timestamps - (span[0] if span else 0.0)  # a clip's time starts at 0, like a video's
     return preprocess_frames(f.frames, pre), torch.as_tensor(ts, dtype=torch.float32)
 
 
 def load_media(sample: Sample, recipe: Recipe, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The sample's (first) medium."""
-    return load_medium(sample.media, sample.is_image, recipe, patch, sample.span)
+    return load_medium(sample.media, sample.is_image, recipe, patch, sample.span, sample.frames)
 
 
 def encode_sample(sample: Sample, recipe: Recipe, builder: ChatRenderer, config) -> Encoded:
     """Decode, preprocess and tokenize a sample (every medium, each where the conversation puts it)."""
     media = []
     for k, (path, is_image) in enumerate(sample.all_media()):
-        media.append(load_medium(path, is_image, recipe, config.vision.patch_size, sample.span if k == 0 else None))
+        first = k == 0
+        media.append(load_medium(path, is_image, recipe, config.vision.patch_size, sample.span if first else None,
+                                 sample.frames if first else None))
     lengths = [config.num_visual_tokens(p.shape[0], p.shape[2], p.shape[3], t.tolist()) for p, t in media]
     ids, labels = builder.labelled(sample.messages, lengths)
     first = media[0] if media else (None, None)
@@ -256,6 +266,7 @@ class Mixture:
         self.p = w / w.sum()
         self.seed = recipe.seed
         self.shuffle = [s.shuffle_options for s in recipe.data]
+        self.uniform = [(list(s.uniform_frames), s.uniform_share) for s in recipe.data]
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
@@ -266,4 +277,11 @@ class Mixture:
         rng = np.random.default_rng([self.seed, index])
         k = int(rng.choice(len(self.sources), p=self.p))
         sample = self.sources[k].sample(int(rng.integers(len(self.sources[k]))))
-        return shuffled(sample, rng) if sample is not None and self.shuffle[k] and sample.mc is not None else sample
+        if sample is not None and self.shuffle[k] and sample.mc is not None:
+            sample = shuffled(sample, rng)
+        # drawn after the rest, and only when asked for: recipes without it keep their stream
+        counts, share = self.uniform[k]
+        if sample is not None and share > 0 and not sample.is_image and sample.media is not None \
+                and rng.random() < share:
+            sample = dataclasses.replace(sample, frames=int(rng.choice(counts)))
+        return sample

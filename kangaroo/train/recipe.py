@@ -109,6 +109,12 @@ class DataSource:
     # mcqa / mcqa_fact: what the reply says: "letter" ("B") or "text_letter" ("red circle (B)": the
     # option's text first, then its letter, so the letter is copied from beside a text just written)
     reply: str = "letter"
+    # ours: the share of this source's video samples drawn at a fixed frame count (one of
+    # uniform_frames, spread uniformly over the video, as `kangaroo eval --frames N` and `ask --frames
+    # N` sample) instead of the stage's dynamic rate: a 30 s video at 16 frames is sparser (1.9 s
+    # apart) than the rate shows it. Not for long needle videos (16 frames miss a 1 s needle).
+    uniform_frames: list[int] = field(default_factory=list)
+    uniform_share: float = 0.0
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -125,6 +131,11 @@ class DataSource:
             raise ValueError(f"reply: must be one of {', '.join(REPLIES)}, got {self.reply!r}")
         if self.reply != "letter" and self.format not in ("mcqa", "mcqa_fact"):
             raise ValueError(f"reply: only mcqa and mcqa_fact sources have options, not {self.format!r}")
+        check_range("uniform_share", self.uniform_share, 0.0, 1.0)
+        if self.uniform_share > 0 and not self.uniform_frames:
+            raise ValueError("uniform_share > 0 needs uniform_frames (the frame counts to draw from)")
+        if any(n < 1 for n in self.uniform_frames):
+            raise ValueError(f"uniform_frames: every count must be >= 1, got {self.uniform_frames}")
 
 
 @dataclass

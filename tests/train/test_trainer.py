@@ -136,6 +136,41 @@ def test_text_letter_reply_names_the_text_then_the_letter_that_labels_it(synth_d
     assert {a for _, a in seen} == {0, 1, 2, 3} and {f for f, _ in seen} == {True, False}
 
 
+def test_uniform_frames_sample_a_video_as_an_evaluation_at_that_count_does(synth_dir, tiny_dir):
+    from kangaroo.model import KangarooConfig
+    from kangaroo.train.data import encode_sample
+    from kangaroo.train.recipe import DataSource
+    from kangaroo.video import SamplingConfig, load_video
+
+    path = str(synth_dir / "mcqa.json")
+    base = dict(image_size=56, min_frames=2, max_frames=6, seconds_per_frame=3.0, max_seq_len=4000, seed=3)
+    plain = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True)], **base)
+    mixed = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True, uniform_frames=[9, 11], uniform_share=0.5)],
+                   **base)
+    m0, m1 = Mixture(plain), Mixture(mixed)
+    drawn = [m1.draw(i) for i in range(40)]
+    counts = [s.frames for s in drawn]
+    assert None in counts and {9, 11} <= set(counts)  # about half, both counts
+    for i, s in enumerate(drawn):  # the same record and options: only the frame count is added
+        assert dataclasses.replace(s, frames=None) == m0.draw(i)
+    assert [Mixture(mixed).draw(i).frames for i in range(40)] == counts  # deterministic (resume replays it)
+
+    from transformers import AutoTokenizer
+
+    config, tok = KangarooConfig.from_pretrained(tiny_dir), AutoTokenizer.from_pretrained(tiny_dir)
+    builder = ChatRenderer(tok, ensure_media_tokens(tok))
+    s = next(x for x in drawn if x.frames == 11)
+    enc = encode_sample(s, mixed, builder, config)
+    want = load_video(s.media, SamplingConfig(num_frames=11))  # what `kangaroo eval --frames 11` reads
+    assert enc.pixels.shape[0] == 11 and torch.allclose(enc.timestamps, torch.as_tensor(want.timestamps).float())
+    s = next(x for x in drawn if x.frames is None)
+    assert encode_sample(s, mixed, builder, config).pixels.shape[0] <= 6  # the stage's dynamic rate
+    with pytest.raises(ValueError, match="needs uniform_frames"):
+        DataSource(path, "mcqa", uniform_share=0.2)
+    with pytest.raises(ValueError, match="uniform_share"):
+        DataSource(path, "mcqa", uniform_frames=[16], uniform_share=1.5)
+
+
 def _losses(out):
     return [json.loads(x)["loss"] for x in open(os.path.join(out, "metrics.jsonl"))]
 
