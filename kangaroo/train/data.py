@@ -204,6 +204,26 @@ def stage_sampling(recipe: Recipe, span: tuple[float, float] | None = None,
                           seconds_per_frame=recipe.seconds_per_frame, start=start, end=end)
 
 
+def frames_fit_warning(recipe: Recipe, config, text_tokens: int = 64) -> str | None:
+    """A warning when a video at the stage's most frames (``max_frames``, or a source's
+    ``uniform_frames``) cannot fit a row with ``text_tokens`` of text: such samples are skipped as
+    ``too_long``, silently for the mixture they were meant to weigh in (None: everything fits)."""
+    size, spf = recipe.image_size, recipe.seconds_per_frame
+
+    def length(n: int) -> int:
+        return config.num_visual_tokens(n, size, size, [i * spf for i in range(n)])
+
+    most = max([recipe.max_frames] + [n for s in recipe.data for n in s.uniform_frames])
+    room = recipe.max_seq_len - text_tokens
+    if length(most) <= room:
+        return None
+    fit = max((n for n in range(1, most + 1) if length(n) <= room), default=0)
+    return (f"warning: a video at {most} frames takes {length(most)} positions, beyond max_seq_len "
+            f"{recipe.max_seq_len} less {text_tokens} for text: a sample with more than {fit} frames (a video over "
+            f"~{fit * spf:.0f} s at seconds_per_frame {spf}) is skipped as too_long. Raise max_seq_len to "
+            f"{length(most) + text_tokens} or lower max_frames to {fit}.")
+
+
 @dataclass
 class Encoded:
     ids: list[int]  # each medium is a run of its placeholder id

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from ..model.tokens import ensure_media_tokens
 from ..prompts import ChatRenderer
 from ..model.modeling import KangarooForConditionalGeneration
-from .data import Mixture
+from .data import Mixture, frames_fit_warning
 from .loader import SampleLoader, auto_workers
 from . import checkpoint as ckpt
 from .distributed import all_reduce, init_distributed, media_pads, shard_model, world_info
@@ -153,6 +153,8 @@ class Trainer:
         self.peak_flops = device_peak_flops(self.device)
         self.builder = ChatRenderer(self.tok, ensure_media_tokens(self.tok))
         self.mixture = Mixture(recipe)
+        if self.rank == 0 and recipe.objective == "lm" and (w := frames_fit_warning(recipe, self.model.config)):
+            print(w, file=sys.stderr)
         self.loader = SampleLoader(recipe, self.mixture, self.tok, self.model.config,
                                    workers=auto_workers(recipe.data_workers, self.device.type == "cuda"))
         self.stream = self._make_stream()

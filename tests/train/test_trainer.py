@@ -462,3 +462,18 @@ def test_old_format_checkpoints_resume_export_or_are_refused(tmp_path, tiny_dir,
     write_checkpoint(str(tmp_path / "old"), 3, state, blob, {"step": 3, "cursor": 7, "world": 2})
     with pytest.raises(ValueError, match="old, unsharded format\\) was written with 2 processes"):
         Trainer(r, str(tmp_path / "old"), progress=False).load_checkpoint()
+
+
+def test_a_stage_whose_longest_videos_cannot_fit_a_row_says_so():
+    from kangaroo.train.data import frames_fit_warning
+
+    config = tiny_config()
+    r = Recipe(image_size=56, min_frames=2, max_frames=64, seconds_per_frame=1.0)
+    n = config.num_visual_tokens(64, 56, 56, [float(i) for i in range(64)])
+    assert frames_fit_warning(dataclasses.replace(r, max_seq_len=n + 64), config, text_tokens=64) is None
+    w = frames_fit_warning(dataclasses.replace(r, max_seq_len=n + 63), config, text_tokens=64)
+    assert w is not None and "too_long" in w and f"max_seq_len to {n + 64}" in w
+    # a source's fixed frame count counts too, beyond the stage's max_frames
+    wide = dataclasses.replace(r, max_seq_len=n + 64, max_frames=8,
+                               data=[dict(path="x.json", format="mcqa", uniform_frames=[80], uniform_share=0.1)])
+    assert "at 80 frames" in frames_fit_warning(Recipe.from_dict(wide.to_dict()), config, text_tokens=64)
