@@ -44,7 +44,7 @@ class Sample:
     mc: tuple[str, list[str], int] | None = None  # multiple choice: (question, candidates, answer index)
     more_media: list[tuple[str, bool]] = field(default_factory=list)  # 2nd, 3rd... medium: (path, is_image)
     reply: str = "letter"  # multiple choice: the reply style (DataSource.reply)
-    frames: int | None = None  # the video's frames, sampled uniformly (Recipe.uniform_frames); None = dynamic
+    frames: int | None = None  # the video's frames, sampled uniformly (DataSource.uniform_frames); None = dynamic
 
     def all_media(self) -> list[tuple[str, bool]]:
         """Every medium in reading order: (path, is_image)."""
@@ -265,9 +265,9 @@ def encode_sample(sample: Sample, recipe: Recipe, builder: ChatRenderer, config)
     """Decode, preprocess and tokenize a sample (every medium, each where the conversation puts it)."""
     media = []
     for k, (path, is_image) in enumerate(sample.all_media()):
-        first = k == 0
-        media.append(load_medium(path, is_image, recipe, config.vision.patch_size, sample.span if first else None,
-                                 sample.frames if first else None))
+        head = k == 0  # the span and a fixed frame count apply to the first medium
+        media.append(load_medium(path, is_image, recipe, config.vision.patch_size, sample.span if head else None,
+                                 sample.frames if head else None))
     lengths = [config.num_visual_tokens(p.shape[0], p.shape[2], p.shape[3], t.tolist()) for p, t in media]
     ids, labels = builder.labelled(sample.messages, lengths)
     first = media[0] if media else (None, None)
