@@ -5,7 +5,9 @@ call these, so a score means the same thing wherever it is printed:
 
 - ``generate``: unconstrained greedy decoding of the benchmark's own prompt (no masking of
   the vocabulary to letters), the option read from the text by ``extract_choice``; an answer
-  with no readable option is counted as unparsed (``pred`` None), not guessed.
+  with no readable option is counted as unparsed (``pred`` None), not guessed; ``reply`` says
+  what the reply consists of (``extract.REPLY_KINDS``: the letter alone, an option's text that
+  agrees or disagrees with its letter, a text that is no option).
 - ``likelihood``: each option's text scored as the whole reply (lmms-eval's
   ``multiple_choice``); the video's prefix is prefilled once for all questions about it.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 from ..model.chat import GenerationConfig, KangarooChat
 from ..prompts import likelihood_prompt, mc_prompt, open_prompt
-from .extract import extract_choice
+from .extract import extract_choice, reply_kind
 
 SCORINGS = ("generate", "likelihood")
 # A multiple-choice reply may give the option's text before its letter ("a yellow diamond flashes
@@ -75,5 +77,9 @@ def answer(kc: KangarooChat, rows, questions: list[Question], scoring: str = "ge
             texts = generate_answers(kc, rows, [questions[i].prompt(benchmark) for i in group], n_new, batch_size)
             for i, text in zip(group, texts):
                 q = questions[i]
-                results[i] = {"output": text, "pred": extract_choice(text, q.candidates) if q.candidates else None}
+                if q.candidates is None:
+                    results[i] = {"output": text, "pred": None}
+                else:
+                    pred = extract_choice(text, q.candidates)
+                    results[i] = {"output": text, "pred": pred, "reply": reply_kind(text, q.candidates, pred)}
     return results

@@ -57,3 +57,29 @@ def extract_choice(output: str, candidates: list[str]) -> int | None:
     if m and _LETTERS.index(m.group(1).upper()) < n:
         return _LETTERS.index(m.group(1).upper())
     return None
+
+
+# What a generated multiple-choice reply consists of, beside the option it is read as
+# (``extract_choice``). A reply that writes an option's text and then a letter can fail in two
+# different ways: the text is another option than the letter (a binding error) or no option at all
+# (the model answered in its own words). Counting them apart tells a content error from a format one.
+REPLY_KINDS = ("letter_only", "text_agrees", "text_disagrees", "text_no_option", "unparsed")
+_FILLER = {"answer", "option", "choice", "is", "correct", "best", "选项", "答案"}
+
+
+def named_option(output: str, candidates: list[str]) -> int | None:
+    """The option whose text the reply writes (the longest one that appears), or None."""
+    low = f" {_simplify(output)} "
+    hits = [(len(s), i) for i, s in ((i, _simplify(c)) for i, c in enumerate(candidates)) if s and f" {s} " in low]
+    return max(hits)[1] if hits else None
+
+
+def reply_kind(output: str, candidates: list[str], pred: int | None) -> str:
+    """One of ``REPLY_KINDS`` for a generated reply read as option ``pred``."""
+    if pred is None:
+        return "unparsed"
+    named = named_option(output, candidates)
+    if named is not None:
+        return "text_agrees" if named == pred else "text_disagrees"
+    rest = [w for w in _simplify(output).split() if not (len(w) == 1 and w in "abcdefgh") and w not in _FILLER]
+    return "text_no_option" if rest else "letter_only"

@@ -30,6 +30,7 @@ from ..prompts import LIKELIHOOD_TEMPLATE, OPEN_TEMPLATE, mc_template
 from ..video import COUNT_SAMPLERS, SamplingConfig
 from . import core
 from .benchmarks import BENCHMARKS, NEEDS_JUDGE, RULE_SCORED, Item
+from .extract import REPLY_KINDS
 from .open_scoring import score_open
 from .open_scoring import summarise as summarise_open
 
@@ -243,6 +244,9 @@ def report(kc: KangarooChat, cfg: EvalConfig, model_name: str) -> dict:
                        errors=sum(1 for r in recs if r.get("error")),
                        unparsed=sum(1 for r in recs if r.get("pred") is None and not r.get("error")))
         summary.update(unreadable_summary(recs))
+        kinds = reply_kinds(recs)
+        if kinds:
+            summary["replies"] = kinds
     with open(os.path.join(cfg.out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, ensure_ascii=False)
     with open(os.path.join(cfg.out, "results.md"), "w") as f:
@@ -263,9 +267,25 @@ def markdown(summary: dict) -> str:
     if summary.get("per_group"):
         rows += ["", "| group | n | accuracy |", "|---|---|---|"]
         rows += [f"| {g} | {v['n']} | {v['accuracy']} |" for g, v in summary["per_group"].items()]
+    if summary.get("replies"):
+        rows += ["", "| reply | n | right |", "|---|---|---|"]
+        rows += [f"| {k} | {v['n']} | {v['correct']} |" for k, v in summary["replies"].items()]
     if "unreadable" in summary:
         rows += ["", unreadable_line(summary)]
     return head + "\n".join(rows) + "\n"
+
+
+def reply_kinds(recs: list[dict]) -> dict:
+    """Generated multiple-choice replies by what they consist of (``extract.REPLY_KINDS``), with how
+    many of each were right: a wrong "text_disagrees" is a letter bound to the wrong option text, a
+    wrong "text_no_option" an answer in the model's own words."""
+    out: dict = {}
+    for r in recs:
+        if r.get("reply"):
+            k = out.setdefault(r["reply"], {"n": 0, "correct": 0})
+            k["n"] += 1
+            k["correct"] += bool(r.get("correct"))
+    return {k: out[k] for k in REPLY_KINDS if k in out}
 
 
 def unreadable_summary(recs: list[dict]) -> dict:

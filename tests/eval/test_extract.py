@@ -1,6 +1,6 @@
 import pytest
 
-from kangaroo.eval.extract import extract_choice
+from kangaroo.eval.extract import extract_choice, named_option, reply_kind
 
 C = ["a dog", "a cat", "the red circle", "nothing"]
 
@@ -20,3 +20,22 @@ CASES = [
 @pytest.mark.parametrize("text,expected", CASES)
 def test_extract(text, expected):
     assert extract_choice(text, C) == expected
+
+
+REPLIES = [
+    ("B", "letter_only"), ("(B)", "letter_only"), ("The answer is (B).", "letter_only"),
+    ("a cat (B)", "text_agrees"), ("B) a cat", "text_agrees"), ("a cat", "text_agrees"),
+    ("a dog (B)", "text_disagrees"), ("the red circle (A)", "text_disagrees"),
+    ("a blue square (B)", "text_no_option"), ("I don't know", "unparsed"), ("", "unparsed"),
+]
+
+
+@pytest.mark.parametrize("text,kind", REPLIES)
+def test_reply_kind(text, kind):
+    assert reply_kind(text, C, extract_choice(text, C)) == kind
+
+
+def test_named_option_is_whole_words_and_longest():
+    assert named_option("a red circle (C)", ["red circle", "a red circle flashes"]) == 0
+    assert named_option("scatter (B)", C) is None  # "cat" inside a word is no option
+    assert named_option("the red circle flashes (C)", ["red circle", "the red circle flashes"]) == 1

@@ -41,3 +41,8 @@ def test_shipped_weights_answer_by_generation(synthetic_set, tmp_path):
     assert n >= 25, summary  # four videos carry about nine multiple-choice questions each
     assert summary["unparsed"] <= MAX_UNPARSED and summary["errors"] == 0, summary
     assert summary["accuracy"] >= FLOOR, summary
+    # every generated reply is put in one kind, and the kinds' right answers add up to the accuracy
+    kinds = summary["replies"]
+    assert sum(k["n"] for k in kinds.values()) == n, kinds
+    assert sum(k["correct"] for k in kinds.values()) == round(summary["accuracy"] * n), kinds
+    assert kinds.get("unparsed", {"n": 0})["n"] == summary["unparsed"], kinds
