@@ -48,10 +48,9 @@ def extract_choice(output: str, candidates: list[str]) -> int | None:
             if idx < n:
                 return idx
     # Only the option's text: the candidate whose text appears (longest match wins).
-    low = _simplify(text)
-    hits = [(len(_simplify(c)), i) for i, c in enumerate(candidates) if _simplify(c) and _simplify(c) in low]
-    if hits:
-        return max(hits)[1]
+    named = named_option(text, candidates)
+    if named is not None:
+        return named
     # A lone lower-case letter ("b") as the whole answer.
     m = re.fullmatch(r"[\(\[]?([a-h])[\)\]\.]?", text)
     if m and _LETTERS.index(m.group(1).upper()) < n:
