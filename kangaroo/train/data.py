@@ -72,6 +72,28 @@ def shuffled(sample: Sample, rng) -> Sample:
                   sample.span, (q, new, order.index(ans)), sample.more_media, sample.reply, sample.frames)
 
 
+_TIME = re.compile(r"^(\d+(?:\.\d+)?) seconds$")
+
+
+def time_jittered(sample: Sample, rng, jitter: float) -> Sample:
+    """A multiple-choice sample whose options are all times ("4.5 seconds") with each moved by its
+    own offset in [-jitter, +jitter] (rounded to 0.1 s, never below 0). Options that are not all
+    times, or a draw where the right option would stop being the nearest to its old time, or two
+    options would read the same, leave the sample as it was."""
+    q, cands, ans = sample.mc
+    times = [_TIME.match(c) for c in cands]
+    if not all(times):
+        return sample
+    old = [float(m.group(1)) for m in times]
+    new = [max(0.0, round(t + float(rng.uniform(-jitter, jitter)), 1)) for t in old]
+    dist = [abs(t - old[ans]) for t in new]
+    if len(set(new)) < len(new) or any(d <= dist[ans] for i, d in enumerate(dist) if i != ans):
+        return sample
+    texts = [f"{t:.1f} seconds" for t in new]
+    return dataclasses.replace(sample, messages=mc_messages(q, texts, ans, sample.media is not None, sample.reply),
+                               mc=(q, texts, ans))
+
+
 def read_records(path: str) -> list[dict]:
     """Every record of a JSON list or JSONL file, in memory (small files; training reads ``Records``)."""
     return list(Records(path))
@@ -287,6 +309,7 @@ class Mixture:
         self.seed = recipe.seed
         self.shuffle = [s.shuffle_options for s in recipe.data]
         self.uniform = [(list(s.uniform_frames), s.uniform_share) for s in recipe.data]
+        self.jitter = [s.time_jitter_s for s in recipe.data]
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
@@ -304,4 +327,6 @@ class Mixture:
         if sample is not None and share > 0 and not sample.is_image and sample.media is not None \
                 and rng.random() < share:
             sample = dataclasses.replace(sample, frames=int(rng.choice(counts)))
+        if sample is not None and self.jitter[k] > 0 and sample.mc is not None:
+            sample = time_jittered(sample, rng, self.jitter[k])
         return sample

@@ -115,6 +115,11 @@ class DataSource:
     # apart) than the rate shows it. Not for long needle videos (16 frames miss a 1 s needle).
     uniform_frames: list[int] = field(default_factory=list)
     uniform_share: float = 0.0
+    # ours, mcqa: where every option is a time ("4.5 seconds"), move each by its own offset drawn
+    # uniformly in [-time_jitter_s, +time_jitter_s] (the right one stays the nearest to the truth),
+    # so the right option's text cannot be read off the frames' time labels, only copied from the
+    # options: teaches "pick the nearest offered time" instead of writing a time of the model's own
+    time_jitter_s: float = 0.0
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -136,6 +141,9 @@ class DataSource:
             raise ValueError("uniform_share > 0 needs uniform_frames (the frame counts to draw from)")
         if any(n < 1 for n in self.uniform_frames):
             raise ValueError(f"uniform_frames: every count must be >= 1, got {self.uniform_frames}")
+        check_range("time_jitter_s", self.time_jitter_s, 0.0)
+        if self.time_jitter_s > 0 and self.format != "mcqa":
+            raise ValueError(f"time_jitter_s: only mcqa sources have time options, not {self.format!r}")
 
 
 @dataclass

@@ -136,6 +136,36 @@ def test_text_letter_reply_names_the_text_then_the_letter_that_labels_it(synth_d
     assert {a for _, a in seen} == {0, 1, 2, 3} and {f for f, _ in seen} == {True, False}
 
 
+def test_time_jitter_moves_time_options_and_keeps_the_right_one_nearest(synth_dir):
+    from kangaroo.train.data import Mixture
+    from kangaroo.train.recipe import DataSource, Recipe
+
+    path = str(synth_dir / "mcqa.json")
+    records = json.load(open(path))
+    plain = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True, reply="text_letter")], seed=5)
+    moved = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True, reply="text_letter", time_jitter_s=0.8)], seed=5)
+    m0, m1 = Mixture(plain), Mixture(moved)
+    changed = 0
+    for i in range(80):
+        a, b = m0.draw(i), m1.draw(i)
+        (q, c0, ans), (_, c1, ans1) = a.mc, b.mc
+        assert ans1 == ans and b.media == a.media  # the same record, options and letter
+        if not c0[0].endswith(" seconds"):
+            assert b == a  # only time options move
+            continue
+        old, new = [float(c.split()[0]) for c in c0], [float(c.split()[0]) for c in c1]
+        assert all(abs(n - o) <= 0.8 + 1e-9 for n, o in zip(new, old)) and len(set(new)) == 4
+        assert min(range(4), key=lambda j: abs(new[j] - old[ans])) == ans  # the right one is the nearest
+        assert b.messages[-1]["content"] == f"{c1[ans]} ({'ABCDEFGH'[ans]})" and f"(B) {c1[1]}" in b.messages[0]["content"]
+        changed += c1 != c0
+    assert changed >= 5 and any(r["family"] == "when" for r in records)
+    assert [Mixture(moved).draw(i).mc for i in range(20)] == [m1.draw(i).mc for i in range(20)]  # deterministic
+    with pytest.raises(ValueError, match="time_jitter_s: only mcqa"):
+        DataSource(path, "openqa", time_jitter_s=0.5)
+    with pytest.raises(ValueError, match="time_jitter_s"):
+        DataSource(path, "mcqa", time_jitter_s=-1.0)
+
+
 def test_uniform_frames_sample_a_video_as_an_evaluation_at_that_count_does(synth_dir, tiny_dir):
     from kangaroo.model import KangarooConfig
     from kangaroo.train.data import encode_sample
