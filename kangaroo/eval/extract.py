@@ -63,7 +63,7 @@ def extract_choice(output: str, candidates: list[str]) -> int | None:
 # different ways: the text is another option than the letter (a binding error) or no option at all
 # (the model answered in its own words). Counting them apart tells a content error from a format one.
 REPLY_KINDS = ("letter_only", "text_agrees", "text_disagrees", "text_no_option", "unparsed")
-_FILLER = {"answer", "option", "choice", "is", "correct", "best", "选项", "答案"}
+_FILLER = {"answer", "option", "choice", "is", "correct", "best", "选项", "答案", "答案是", "选项是", "是"}
 
 
 def named_option(output: str, candidates: list[str]) -> int | None:
@@ -80,5 +80,6 @@ def reply_kind(output: str, candidates: list[str], pred: int | None) -> str:
     named = named_option(output, candidates)
     if named is not None:
         return "text_agrees" if named == pred else "text_disagrees"
-    rest = [w for w in _simplify(output).split() if not (len(w) == 1 and w in "abcdefgh") and w not in _FILLER]
+    words = re.sub(r"(?<=[\u4e00-\u9fff])(?=[a-z0-9])|(?<=[a-z0-9])(?=[\u4e00-\u9fff])", " ", _simplify(output))
+    rest = [w for w in words.split() if not (len(w) == 1 and w in "abcdefgh") and w not in _FILLER]
     return "text_no_option" if rest else "letter_only"

@@ -27,6 +27,7 @@ REPLIES = [
     ("a cat (B)", "text_agrees"), ("B) a cat", "text_agrees"), ("a cat", "text_agrees"),
     ("a dog (B)", "text_disagrees"), ("the red circle (A)", "text_disagrees"),
     ("a blue square (B)", "text_no_option"), ("I don't know", "unparsed"), ("", "unparsed"),
+    ("选项B", "letter_only"), ("答案是B", "letter_only"), ("答案：B 一只狗", "text_no_option"),
 ]
 
 
