@@ -44,10 +44,16 @@ class GenerationConfig:
     top_p: float = 0.9
     do_sample: bool = True
     seed: int | None = None
+    # stop tokens are masked until this many tokens are written (vLLM's and OpenAI-compatible servers'
+    # ``min_tokens``; transformers' ``min_new_tokens``); 0: off
+    min_new_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens ({self.max_new_tokens}), "
+                             f"got {self.min_new_tokens}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ValueError("need temperature >= 0 and 0 < top_p <= 1")
 
@@ -61,10 +67,11 @@ class GenerationConfig:
 
     def generate_kwargs(self) -> dict:
         """The same settings as ``model.generate`` keyword arguments."""
+        kw = {"min_new_tokens": self.min_new_tokens} if self.min_new_tokens else {}
         if not self.sampling:
-            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False, **kw}
         return {"max_new_tokens": self.max_new_tokens, "do_sample": True, "temperature": self.temperature,
-                "top_p": self.top_p, "top_k": 0}
+                "top_p": self.top_p, "top_k": 0, **kw}
 
 
 def stop_ids(tokenizer, config) -> set[int]:

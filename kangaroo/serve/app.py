@@ -75,6 +75,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    min_tokens: int = Field(default=0, ge=0)  # vLLM's extra parameter: no stop token before this many
     temperature: float = Field(default=0.6, ge=0, le=2)
     top_p: float = Field(default=0.9, gt=0, le=1)
     seed: int | None = Field(default=None, ge=0, lt=2**63)  # torch's generator seed range
@@ -235,8 +236,10 @@ def create_app(engine: Engine, model_name: str) -> FastAPI:
         video, messages = split_messages(req)
         sampling = engine.sampling(req.frames, req.fps, req.start, req.end, req.sampler)
         max_new = min(req.max_completion_tokens or req.max_tokens or 512, cfg.max_new_tokens)
+        if req.min_tokens > max_new:
+            return _error(400, f"min_tokens ({req.min_tokens}) exceeds the tokens this request may write ({max_new})")
         gen = GenerationConfig(max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
-                               do_sample=req.temperature > 0, seed=req.seed)
+                               do_sample=req.temperature > 0, seed=req.seed, min_new_tokens=req.min_tokens)
         engine.admit()
         try:  # decoded and encoded outside the model; what cannot fit the context is refused before generation
             enc, cached = await asyncio.to_thread(engine.prepare, video, sampling, messages, gen)

@@ -222,6 +222,10 @@ class Batcher:
     # ---- tokens -----------------------------------------------------------------------------
     def _sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
         """logits [B, V] -> one token per row, each with its sequence's settings."""
+        early = [i for i, s in enumerate(seqs) if len(s.out) < s.gen.min_new_tokens]
+        if early:  # min_tokens: no stop token before the row has written that many
+            logits = logits.clone()
+            logits[torch.tensor(early)[:, None], torch.tensor(sorted(self.chat.stops))[None, :]] = float("-inf")
         greedy = logits.argmax(-1).tolist()
         out = []
         for i, s in enumerate(seqs):

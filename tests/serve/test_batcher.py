@@ -160,3 +160,34 @@ def test_the_store_never_evicts_a_pinned_file(tmp_path):
     assert store.used_bytes <= 250
     reopened = Store(str(tmp_path), max_bytes=150)  # a restarted server with a smaller bound: oldest first
     assert reopened.used_bytes <= 150 and (tmp_path / c.split("/")[-1]).exists()
+
+
+def test_min_tokens_masks_stop_tokens_until_that_many_are_written(serve_chat):
+    """``min_new_tokens``: a stop token that would win is passed over (the next best is taken) while a
+    row has written fewer; after that it stops as usual. The same rule as transformers' min_new_tokens."""
+    chat = serve_chat
+    b = Batcher(chat, start=False)
+    stop = min(chat.stops)
+    logits = torch.zeros(2, chat.model.config.text_config.vocab_size)
+    logits[:, stop], logits[:, 7] = 5.0, 4.0
+    early = Sequence([1], None, GenerationConfig(max_new_tokens=4, do_sample=False, min_new_tokens=2))
+    plain = Sequence([1], None, GenerationConfig.greedy(4))
+    assert b._sample(logits, [early, plain]) == [7, stop]
+    early.out = [7, 7]  # two written: the stop token may win again
+    assert b._sample(logits, [early, plain]) == [stop, stop]
+    with pytest.raises(ValueError, match="min_new_tokens"):
+        GenerationConfig(max_new_tokens=3, min_new_tokens=4)
+    # end to end, batched against model.generate's own min_new_tokens (the tiny random model seldom
+    # writes a stop token: the masking itself is checked above)
+    prompt = chat.render([{"role": "user", "content": "Hi"}], None)
+    free = chat.generate_ids([prompt], None, GenerationConfig.greedy(12))[0][0]
+    n = len(free) + 3
+    gen = GenerationConfig(max_new_tokens=n, do_sample=False, min_new_tokens=n)
+    want = chat.generate_ids([prompt], None, gen)[0][0]
+    b = Batcher(chat, max_batch=4)
+    try:
+        res = b.submit(Sequence(prompt, None, gen)).result(60)
+    finally:
+        b.close()
+    assert res["completion_tokens"] == n == len(want) and res["finish_reason"] == "length"
+    assert res["answer"] == chat.tok.decode(want, skip_special_tokens=True).strip()

@@ -329,3 +329,12 @@ def test_a_dropped_stream_is_cancelled_and_frees_its_slot(server, synth_video):
     assert httpx.get(server.url + "/health").json()["queued"] == 0
     r = ask(server, "file://" + synth_video, frames=2)  # the model thread is free again
     assert r.status_code == 200
+
+
+def test_min_tokens_writes_that_many_or_is_refused(server, synth_video):
+    """vLLM's ``min_tokens`` extra parameter: no stop before that many tokens; more than max_tokens: 400."""
+    url = "file://" + synth_video
+    r = ask(server, url, "Describe it.", frames=3, max_tokens=6, min_tokens=6).json()
+    assert r["usage"]["completion_tokens"] == 6 and r["choices"][0]["finish_reason"] == "length"
+    bad = ask(server, url, "Describe it.", frames=3, max_tokens=3, min_tokens=5)
+    assert bad.status_code == 400 and "min_tokens" in bad.json()["error"]["message"]
