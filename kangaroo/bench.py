@@ -80,7 +80,7 @@ def _serve(args) -> tuple[dict, str]:
         cfg = EngineBenchConfig(engines=tuple(args.engine.replace("|", ",").split(",")), model=args.model or "kangaroo-smol", levels=levels,
                                 frames=args.frames or 8, max_tokens=args.max_tokens or (8 if args.quick else 32),
                                 min_requests=2 if args.quick else 4, vllm_python=args.vllm_python, workdir=args.workdir,
-                                data=args.data, limit=args.limit or 40)
+                                data=args.data, limit=args.limit or 40, min_tokens=args.min_tokens)
         report = bench_engines(cfg, progress=not args.json)
         return report, format_engines(report)
     from .serve.bench import bench_serve, format_serve
@@ -166,6 +166,8 @@ def add_bench_args(p) -> None:
     p.add_argument("--levels", default=None, help="serve --engine: concurrent clients per level (default 1,8,32)")
     p.add_argument("--frames", type=int, default=None, help="serve --engine: frames per video (default 8)")
     p.add_argument("--max-tokens", type=int, default=None, help="serve --engine: new tokens per answer (default 32)")
+    p.add_argument("--min-tokens", type=int, default=0,
+                   help="serve --engine: no stop token before this many (= --max-tokens: every answer that long)")
     p.add_argument("--vllm-python", default=".vllmenv/bin/python",
                    help="serve --engine vllm: the Python of vLLM's environment (make vllm-env)")
 

@@ -104,6 +104,7 @@ class EngineBenchConfig:
     min_requests: int = 4
     frames: int = 8
     max_tokens: int = 32
+    min_tokens: int = 0  # > 0: no stop token before this many (min_tokens = max_tokens: decode-bound answers)
     vllm_python: str = ".vllmenv/bin/python"
     vllm_kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE: RAM vLLM's CPU backend gives the KV cache
     max_model_len: int = 4096
@@ -120,6 +121,8 @@ class EngineBenchConfig:
             raise ValueError(f"levels must be positive client counts, got {self.levels}")
         if self.frames < 1 or self.max_tokens < 1:
             raise ValueError("frames and max_tokens must be >= 1")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(f"min_tokens must be in [0, max_tokens={self.max_tokens}], got {self.min_tokens}")
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -262,7 +265,7 @@ def check_vllm_python(path: str) -> None:
 
 
 def run_level(url: str, name: str, jobs: list[tuple[str, str]], clients: int, frames: int, max_tokens: int,
-              progress: bool = True) -> dict:
+              progress: bool = True, min_tokens: int = 0) -> dict:
     """``jobs`` (video URL, question) through ``clients`` concurrent streaming clients."""
     from tqdm import tqdm
 
@@ -271,7 +274,7 @@ def run_level(url: str, name: str, jobs: list[tuple[str, str]], clients: int, fr
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(clients) as ex, tqdm(total=len(jobs), desc=f"{clients} clients", unit="req",
                                                     disable=not progress, leave=False) as bar:
-        futs = {ex.submit(_stream, url, v, q, frames, max_tokens, name): i for i, (v, q) in enumerate(jobs)}
+        futs = {ex.submit(_stream, url, v, q, frames, max_tokens, name, min_tokens): i for i, (v, q) in enumerate(jobs)}
         for f in cf.as_completed(futs):
             try:
                 results[futs[f]] = f.result()
@@ -350,7 +353,7 @@ def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
             with ServerProcess(cmd, f"http://127.0.0.1:{port}", env, log, cfg.startup_timeout_s) as srv:
                 _stream(srv.url, urls[0], "Warm-up: what is shown?", cfg.frames, 2, name)
                 idle = srv.rss_mb()
-                levels = [run_level(srv.url, name, j, c, cfg.frames, cfg.max_tokens, progress)
+                levels = [run_level(srv.url, name, j, c, cfg.frames, cfg.max_tokens, progress, cfg.min_tokens)
                           for c, j in zip(cfg.levels, jobs)]
                 extra = {}
                 if heldout:
@@ -368,7 +371,7 @@ def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
         finally:
             shutil.rmtree(store, ignore_errors=True)
     return {"benchmark": "serve_engines", "config": cfg.to_dict(), "model": cfg.model, "folder": folder, "frames": cfg.frames,
-            "max_tokens": cfg.max_tokens, "levels": list(cfg.levels), "requests": counts,
+            "max_tokens": cfg.max_tokens, "min_tokens": cfg.min_tokens, "levels": list(cfg.levels), "requests": counts,
             "cpu_threads": torch.get_num_threads(), "runs": runs, "comparison": compare(runs)}
 
 
@@ -394,7 +397,8 @@ def compare(runs: list[dict]) -> list[dict]:
 
 
 def format_engines(r: dict) -> str:
-    lines = [f"{r['model']} ({r['frames']} frames, {r['max_tokens']} new tokens, greedy, streamed, one video per "
+    least = f", at least {r['min_tokens']}" if r.get("min_tokens") else ""
+    lines = [f"{r['model']} ({r['frames']} frames, {r['max_tokens']} new tokens{least}, greedy, streamed, one video per "
              f"request), requests per level {r['requests']}, CPU {r['cpu_threads']} threads", "",
              "| engine | clients | errors | tokens/s | TTFT p50 s | TTFT p95 s | latency p95 s | RSS peak MB |",
              "|---|---|---|---|---|---|---|---|"]

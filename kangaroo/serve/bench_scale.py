@@ -25,7 +25,8 @@ import time
 import httpx
 
 
-def _stream(url: str, video: str, question: str, frames: int, max_tokens: int, model: str | None = None) -> dict:
+def _stream(url: str, video: str, question: str, frames: int, max_tokens: int, model: str | None = None,
+            min_tokens: int = 0) -> dict:
     """One streamed greedy answer (OpenAI chat, ``video_url``): latency (client side, request sent to
     last byte), TTFT server side (``ttft``: ours reports it, None elsewhere) and client side
     (``ttft_client``: request sent to the first content chunk), completion and prompt tokens (``usage``), the text."""
@@ -35,6 +36,8 @@ def _stream(url: str, video: str, question: str, frames: int, max_tokens: int, m
             "stream_options": {"include_usage": True}}
     if model is not None:
         body["model"] = model
+    if min_tokens:  # vLLM's extra parameter, ours too: every answer exactly max_tokens long when equal
+        body["min_tokens"] = min_tokens
     t0 = time.perf_counter()
     ttft = tokens = first = prompt = None
     text = []

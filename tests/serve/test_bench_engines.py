@@ -47,6 +47,8 @@ def test_refusals(tmp_path, capsys):
                                                       "text_config": {"quantization_config": {"quant_method": "gguf"}}}))
     with pytest.raises(ValueError, match="quantization_config"):
         full_folder(str(tmp_path), str(tmp_path))
+    with pytest.raises(ValueError, match="min_tokens"):
+        EngineBenchConfig(max_tokens=4, min_tokens=5)
     with pytest.raises(ValueError, match="levels"):
         EngineBenchConfig(levels=(0,))
     with pytest.raises(ValueError, match="the engines are ours and vllm"):
@@ -84,7 +86,7 @@ def test_our_engine_end_to_end_as_a_subprocess(tiny_chat_model, smol_tokenizer, 
 
     save_model(tiny_chat_model, smol_tokenizer, str(tmp_path / "tiny"))
     cfg = EngineBenchConfig(engines=("ours", "ours"), model=str(tmp_path / "tiny"), levels=(1, 2),
-                            min_requests=2, frames=2, max_tokens=3, workdir=str(tmp_path / "bench"),
+                            min_requests=2, frames=2, max_tokens=3, min_tokens=3, workdir=str(tmp_path / "bench"),
                             data=str(synth_dir), limit=3)
     r = bench_engines(cfg, progress=False)
     for x in r["runs"]:  # held-out questions scored (a random tiny model: any accuracy, but every answer in)
@@ -96,5 +98,6 @@ def test_our_engine_end_to_end_as_a_subprocess(tiny_chat_model, smol_tokenizer, 
     for x in r["runs"]:
         assert [lv["errors"] for lv in x["levels"]] == [0, 0]
         assert all(lv["completion_tokens"] > 0 and lv["ttft_p50_s"] is not None for lv in x["levels"])
+        assert all(lv["completion_tokens"] == 3 * lv["requests"] for lv in x["levels"])  # min_tokens = max_tokens
         assert x["rss_peak_mb"] > 0
     assert r["comparison"][0]["identical_answers"] == 2  # one client at a time: the same greedy answers
