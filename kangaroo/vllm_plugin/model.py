@@ -74,6 +74,7 @@ class KangarooForConditionalGeneration(nn.Module, SupportsMultiModal):
 
     encode_video = _HF.encode_video
     video_block = _HF.video_block
+    video_chunk = _HF.video_chunk  # encode_video calls it (tests/vllm_plugin/test_borrowed.py)
 
     def embed_multimodal(self, **kwargs: object):
         """Every video's block [positions, d], in the order of the prompt."""
