@@ -31,6 +31,19 @@ import torch
 from tqdm import tqdm
 
 SCHEMES = ("w8a8", "w4a16")
+
+
+def cpu_kernel_missing(scheme: str) -> str | None:
+    """Why vLLM's CPU build cannot run ``scheme`` on this machine, or None. Its x86 wheel ships three
+    kernel libraries and loads one by the CPU's features. The AVX2-only one (no AVX-512) has no int4
+    GEMM (``cpu_gemm_wna16``), so a W4A16 copy starts and then fails at its first request. W8A8
+    (oneDNN) runs on all three."""
+    import platform
+
+    if scheme == "w4a16" and platform.machine().lower() in ("x86_64", "amd64") and not torch.cpu._is_avx512_supported():
+        return ("vLLM's CPU build has no int4 kernel (cpu_gemm_wna16) for x86 CPUs without AVX-512, "
+                "and this CPU has none: serve the w8a8 copy, or w4a16 on an AVX-512 CPU or a GPU")
+    return None
 _LINEAR = re.compile(r"^language_model\.model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$")
 
 

@@ -77,3 +77,20 @@ def test_w4a16_export_layout(tiny_chat_model, smol_tokenizer, tmp_path):
     group = cfg["config_groups"]["group_0"]["weights"]["group_size"]
     assert cfg["format"] == "pack-quantized" and in_f % group == 0 and out[k + "weight_scale"].shape == (out_f, in_f // group)
     assert torch.equal(out["markers"], src["markers"])
+
+
+def test_w4a16_is_refused_up_front_where_vllms_cpu_build_has_no_int4_kernel(monkeypatch):
+    import platform
+
+    import torch
+
+    from kangaroo.vllm_plugin.export import cpu_kernel_missing
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: False)
+    assert "no int4 kernel" in cpu_kernel_missing("w4a16") and cpu_kernel_missing("w8a8") is None
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: True)
+    assert cpu_kernel_missing("w4a16") is None
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: False)
+    assert cpu_kernel_missing("w4a16") is None  # the check is about vLLM's x86 libraries only
