@@ -225,7 +225,8 @@ class Batcher:
         early = [i for i, s in enumerate(seqs) if len(s.out) < s.gen.min_new_tokens]
         if early:  # min_tokens: no stop token before the row has written that many
             logits = logits.clone()
-            logits[torch.tensor(early)[:, None], torch.tensor(sorted(self.chat.stops))[None, :]] = float("-inf")
+            rows, stops = torch.tensor(early, device=logits.device), torch.tensor(sorted(self.chat.stops), device=logits.device)
+            logits[rows[:, None], stops[None, :]] = float("-inf")
         greedy = logits.argmax(-1).tolist()
         out = []
         for i, s in enumerate(seqs):

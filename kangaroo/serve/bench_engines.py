@@ -336,10 +336,10 @@ def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
         jobs.append([(urls[k + i], QUESTIONS[(k + i) % len(QUESTIONS)]) for i in range(n)])
         k += n
     heldout = heldout_jobs(cfg.data, cfg.limit, video_dir) if cfg.data else None
+    from ..vllm_plugin.export import cpu_kernel_missing, export_quantized
+
     runs = []
     for spec in cfg.specs:
-        from ..vllm_plugin.export import cpu_kernel_missing
-
         why = cpu_kernel_missing(spec.export) if spec.export else None
         if why:  # refused before a copy is written or a server started
             runs.append({"engine": spec.name, "dtype": spec.dtype, "quantization": spec.quantization, "failed": why})
@@ -348,9 +348,6 @@ def bench_engines(cfg: EngineBenchConfig, progress: bool = True) -> dict:
         port = free_port()
         served = folder
         if spec.export:
-            from ..vllm_plugin.export import export_quantized
-
-
             served = folder + "-" + spec.export
             if not os.path.isfile(os.path.join(served, "config.json")):
                 export_quantized(folder, served, spec.export, progress)
