@@ -27,6 +27,7 @@ import torch
 
 from ..prompts import IGNORE_INDEX as IGNORE
 from ..prompts import LETTERS, ChatRenderer, mc_prompt
+from ..synth.qa import fmt_t
 from ..video import DecodeOptions, SamplingConfig, load_video
 from ..video.preprocess import PreprocessConfig, preprocess_frames
 from .recipe import DataSource, Recipe
@@ -89,7 +90,7 @@ def time_jittered(sample: Sample, rng, jitter: float) -> Sample:
     dist = [abs(t - old[ans]) for t in new]
     if len(set(new)) < len(new) or any(d <= dist[ans] for i, d in enumerate(dist) if i != ans):
         return sample
-    texts = [f"{t:.1f} seconds" for t in new]
+    texts = [f"{fmt_t(t)} seconds" for t in new]  # as kangaroo synth writes them
     return dataclasses.replace(sample, messages=mc_messages(q, texts, ans, sample.media is not None, sample.reply),
                                mc=(q, texts, ans))
 

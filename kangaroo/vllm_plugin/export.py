@@ -44,6 +44,8 @@ def cpu_kernel_missing(scheme: str) -> str | None:
         return ("vLLM's CPU build has no int4 kernel (cpu_gemm_wna16) for x86 CPUs without AVX-512, "
                 "and this CPU has none: serve the w8a8 copy, or w4a16 on an AVX-512 CPU or a GPU")
     return None
+
+
 _LINEAR = re.compile(r"^language_model\.model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$")
 
 
