@@ -14,7 +14,7 @@ import numpy as np
 
 from ..prompts import LETTERS, mc_prompt  # noqa: F401  (the one multiple-choice prompt, re-exported)
 from ..registry import Registry
-from .timeline import COLORS, NEEDLE_SHAPES, SHAPES, Timeline
+from .timeline import COLORS, NEEDLE_SHAPES, SHAPES, Appearance, Timeline
 
 FAMILIES: Registry = Registry("question family")
 
@@ -99,6 +99,26 @@ def appear_at_items(tl: Timeline, rng) -> list[dict]:
         q = f"Which object is on screen at {fmt_t(t)} seconds?"
         items.append(_item("appear_at", q, seen, _mc(rng, seen, pool), evidence=[lo, hi], time=round(t, 3)))
     return items
+
+
+def near_names(objects: list[dict], t: float, exclude: set[str], k: int = 3) -> list[str]:
+    """Up to ``k`` object names shown nearest in time to ``t`` in a timeline's ``objects`` (dicts, as
+    in timelines.json), nearest first, none of ``exclude``: a regular object in each colour it takes
+    (before and after a colour change), by the time from ``t`` to when it shows that colour. The
+    hardest distractors for "which object is on screen at t?": what is on screen just before or after."""
+    best: dict[str, float] = {}
+    for d in objects:
+        o = Appearance(**d)
+        if o.needle:
+            continue
+        parts = [(o.t_in, o.t_out, o.color)] if o.change_t is None else \
+            [(o.t_in, o.change_t, o.color), (o.change_t, o.t_out, o.change_color)]
+        for a, b, color in parts:
+            name = f"{color} {o.shape}"
+            gap = 0.0 if a <= t < b else min(abs(t - a), abs(t - b))
+            if name not in exclude and gap < best.get(name, float("inf")):
+                best[name] = gap
+    return sorted(best, key=lambda n: (best[n], n))[:k]
 
 
 @FAMILIES.register("order")

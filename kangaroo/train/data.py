@@ -27,7 +27,7 @@ import torch
 
 from ..prompts import IGNORE_INDEX as IGNORE
 from ..prompts import LETTERS, ChatRenderer, mc_prompt
-from ..synth.qa import fmt_t
+from ..synth.qa import fmt_t, near_names
 from ..video import DecodeOptions, SamplingConfig, load_video
 from ..video.preprocess import PreprocessConfig, preprocess_frames
 from .recipe import DataSource, Recipe
@@ -93,6 +93,25 @@ def time_jittered(sample: Sample, rng, jitter: float) -> Sample:
     texts = [f"{fmt_t(t)} seconds" for t in new]  # as kangaroo synth writes them
     return dataclasses.replace(sample, messages=mc_messages(q, texts, ans, sample.media is not None, sample.reply),
                                mc=(q, texts, ans))
+
+
+def near_distracted(sample: Sample, record: dict, objects: list[dict] | None, rng) -> Sample:
+    """An appear_at sample ("which object is on screen at t?") whose wrong options are the names shown
+    nearest in time to ``t`` (``synth.qa.near_names`` over the video's timeline ``objects``), each put in
+    a wrong option's place in an order drawn from ``rng``; the right option and its letter stay. Where
+    fewer than the wrong options' number are near, the rest keep their names. Any other sample, or
+    one without a timeline, is left as it was."""
+    if record.get("family") != "appear_at" or "time" not in record or not objects:
+        return sample
+    q, cands, ans = sample.mc
+    near = near_names(objects, float(record["time"]), {cands[ans]}, len(cands) - 1)
+    wrong = [i for i in range(len(cands)) if i != ans]
+    names = (near + [cands[i] for i in wrong if cands[i] not in near])[: len(wrong)]
+    new = list(cands)
+    for i, n in zip(wrong, [names[j] for j in rng.permutation(len(names))]):
+        new[i] = n
+    return dataclasses.replace(sample, messages=mc_messages(q, new, ans, sample.media is not None, sample.reply),
+                               mc=(q, new, ans))
 
 
 def read_records(path: str) -> list[dict]:
@@ -191,6 +210,13 @@ class Source:
         self.records = Records(src.path, src.families)
         if src.families is not None and not len(self.records):
             raise ValueError(f"{src.path}: no records of the families {src.families}")
+        self.timelines: dict[str, list[dict]] = {}  # video -> its timeline's objects (near_distractors)
+        if src.near_distractors > 0:
+            path = os.path.join(os.path.dirname(os.path.abspath(src.path)), "timelines.json")
+            if not os.path.exists(path):
+                raise ValueError(f"{src.path}: near_distractors needs the videos' timelines, and {path} is missing "
+                                 "(kangaroo synth writes it beside mcqa.json)")
+            self.timelines = {t["video"]: t["objects"] for t in read_records(path)}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -311,6 +337,7 @@ class Mixture:
         self.shuffle = [s.shuffle_options for s in recipe.data]
         self.uniform = [(list(s.uniform_frames), s.uniform_share) for s in recipe.data]
         self.jitter = [s.time_jitter_s for s in recipe.data]
+        self.near = [s.near_distractors for s in recipe.data]
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
@@ -320,7 +347,9 @@ class Mixture:
         to learn; a record that cannot be read raises ``BadRecord``."""
         rng = np.random.default_rng([self.seed, index])
         k = int(rng.choice(len(self.sources), p=self.p))
-        sample = self.sources[k].sample(int(rng.integers(len(self.sources[k]))))
+        source = self.sources[k]
+        i = int(rng.integers(len(source)))
+        sample = source.sample(i)
         if sample is not None and self.shuffle[k] and sample.mc is not None:
             sample = shuffled(sample, rng)
         # drawn after the rest, and only when asked for: recipes without it keep their stream
@@ -330,4 +359,7 @@ class Mixture:
             sample = dataclasses.replace(sample, frames=int(rng.choice(counts)))
         if sample is not None and self.jitter[k] > 0 and sample.mc is not None:
             sample = time_jittered(sample, rng, self.jitter[k])
+        if sample is not None and self.near[k] > 0 and sample.mc is not None and rng.random() < self.near[k]:
+            r = source.records[i]
+            sample = near_distracted(sample, r, source.timelines.get(r.get("video")), rng)
         return sample

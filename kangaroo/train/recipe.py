@@ -120,6 +120,12 @@ class DataSource:
     # so the right option's text cannot be read off the frames' time labels, only copied from the
     # options: teaches "pick the nearest offered time" instead of writing a time of the model's own
     time_jitter_s: float = 0.0
+    # ours, mcqa of kangaroo synth: the share of "which object is on screen at t?" draws whose wrong
+    # options are the objects shown nearest in time to t (just before or after it, the same object in
+    # its colour before or after a change; synth.qa.near_names) instead of random names, mostly absent
+    # from the video: the right option can then only be told apart by *when*. Reads the timelines.json
+    # beside the file.
+    near_distractors: float = 0.0
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -144,6 +150,9 @@ class DataSource:
         check_range("time_jitter_s", self.time_jitter_s, 0.0)
         if self.time_jitter_s > 0 and self.format != "mcqa":
             raise ValueError(f"time_jitter_s: only mcqa sources have time options, not {self.format!r}")
+        check_range("near_distractors", self.near_distractors, 0.0, 1.0)
+        if self.near_distractors > 0 and self.format != "mcqa":
+            raise ValueError(f"near_distractors: only mcqa sources have options to replace, not {self.format!r}")
 
 
 @dataclass

@@ -136,3 +136,20 @@ def test_needle_images(tmp_path):
     assert json.loads((tmp_path / "c/manifest.json").read_text())["needle_image_share"] == 1.0
     with pytest.raises(ValueError, match="needle_image_share"):
         generate_dataset(tmp_path / "d", needle_image_share=1.5, **kw)
+
+
+def test_near_names_are_what_is_shown_nearest_in_time():
+    from kangaroo.synth.qa import near_names
+
+    def obj(shape, color, t_in, t_out, change_t=None, change_color=None, needle=False):
+        return dict(shape=shape, color=color, t_in=t_in, t_out=t_out, size=0.2, start=[0.5, 0.5], end=[0.5, 0.5],
+                    change_t=change_t, change_color=change_color, needle=needle)
+
+    objects = [obj("square", "green", 0.0, 4.0, change_t=3.0, change_color="orange"),
+               obj("circle", "red", 5.0, 8.0), obj("star", "cyan", 2.0, 3.0, needle=True),
+               obj("triangle", "blue", 10.0, 12.0), obj("circle", "red", 20.0, 22.0)]
+    # at 2.0 the green square is on screen: its orange phase (1 s away), then the red circle (3 s),
+    # then the blue triangle (8 s); the needle is never offered, a name repeats only once
+    assert near_names(objects, 2.0, {"green square"}) == ["orange square", "red circle", "blue triangle"]
+    assert near_names(objects, 2.0, {"green square"}, k=1) == ["orange square"]
+    assert near_names(objects, 21.0, {"red circle"}) == ["blue triangle", "orange square", "green square"]

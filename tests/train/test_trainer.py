@@ -166,6 +166,45 @@ def test_time_jitter_moves_time_options_and_keeps_the_right_one_nearest(synth_di
         DataSource(path, "mcqa", time_jitter_s=-1.0)
 
 
+def test_near_distractors_offer_what_is_on_screen_just_before_or_after(synth_dir, tmp_path):
+    import shutil
+
+    from kangaroo.synth.qa import near_names
+    from kangaroo.train.data import Mixture
+    from kangaroo.train.recipe import DataSource, Recipe
+
+    path = str(synth_dir / "mcqa.json")
+    objects = {t["video"]: t["objects"] for t in json.load(open(synth_dir / "timelines.json"))}
+    plain = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True, reply="text_letter")], seed=5)
+    near = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True, reply="text_letter", near_distractors=1.0)], seed=5)
+    m0, m1 = Mixture(plain), Mixture(near)
+    changed = 0
+    for i in range(80):
+        a, b = m0.draw(i), m1.draw(i)
+        (q, c0, ans), (_, c1, ans1) = a.mc, b.mc
+        assert ans1 == ans and c1[ans] == c0[ans] and b.media == a.media  # the same record, answer and letter
+        if not q.startswith("Which object is on screen at"):
+            assert b == a  # only appear_at questions change
+            continue
+        t = float(q.split(" at ")[1].split()[0])
+        video = os.path.relpath(b.media, synth_dir)
+        wrong = {c for j, c in enumerate(c1) if j != ans}
+        nearest = near_names(objects[video], t, {c1[ans]}, 3)
+        assert set(nearest) <= wrong and len(set(c1)) == 4  # the nearest in time are offered, no repeats
+        assert b.messages[-1]["content"] == f"{c1[ans]} ({'ABCDEFGH'[ans]})" and f"(B) {c1[1]}" in b.messages[0]["content"]
+        changed += c1 != c0
+    assert changed >= 3
+    assert [Mixture(near).draw(i).mc for i in range(20)] == [m1.draw(i).mc for i in range(20)]  # deterministic
+    with pytest.raises(ValueError, match="near_distractors: only mcqa"):
+        DataSource(path, "openqa", near_distractors=0.5)
+    with pytest.raises(ValueError, match="near_distractors"):
+        DataSource(path, "mcqa", near_distractors=1.5)
+    alone = tmp_path / "mcqa.json"  # no timelines.json beside it: refused, naming the file
+    shutil.copy(path, alone)
+    with pytest.raises(ValueError, match="timelines.json is missing"):
+        Mixture(Recipe(data=[DataSource(str(alone), "mcqa", near_distractors=0.5)]))
+
+
 def test_uniform_frames_sample_a_video_as_an_evaluation_at_that_count_does(synth_dir, tiny_dir):
     from kangaroo.model import KangarooConfig
     from kangaroo.train.data import encode_sample
