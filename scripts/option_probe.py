@@ -1,7 +1,7 @@
 """Why multiple choice by generation trails likelihood (issue #27): each question four ways, one video encoding.
 
     python scripts/option_probe.py MODEL [--data data/smol/heldout_gen_short] [--frames 16] [--limit 200]
-                                   [--out probe.jsonl]
+                                   [--tasks needle] [--out probe.jsonl]
 
 question_rank  each option's text scored as the reply to the question alone (the harness's likelihood
                scoring, lmms-eval's multiple_choice): what the model knows, ranked over the options
@@ -72,10 +72,14 @@ def main() -> None:
     ap.add_argument("--data", default="data/smol/heldout_gen_short")
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--tasks", default=None, help="comma-separated families to keep (before --limit), as kangaroo eval's")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     kc = KangarooChat.load(a.model)
-    items = BENCHMARKS.get("synthetic")(a.data)[: a.limit]
+    items = BENCHMARKS.get("synthetic")(a.data)
+    if a.tasks:
+        items = [it for it in items if it.task in a.tasks.split(",")]
+    items = items[: a.limit]
     table = probe(kc, items, a.frames, a.out)
     print("| family | n | " + " | ".join(WAYS) + " |")
     print("|---|---|" + "---|" * len(WAYS))
