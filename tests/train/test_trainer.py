@@ -136,15 +136,23 @@ def test_text_letter_reply_names_the_text_then_the_letter_that_labels_it(synth_d
     assert {a for _, a in seen} == {0, 1, 2, 3} and {f for f, _ in seen} == {True, False}
 
 
-def test_time_jitter_moves_time_options_and_keeps_the_right_one_nearest(synth_dir):
+def shuffled_pair(path, **change):
+    """Two mixtures over one mcqa file with shuffled options and "text (letter)" replies, the same
+    seed: without and with ``change`` (DataSource keys)."""
     from kangaroo.train.data import Mixture
     from kangaroo.train.recipe import DataSource, Recipe
 
+    kw = dict(shuffle_options=True, reply="text_letter")
+    return (Mixture(Recipe(data=[DataSource(path, "mcqa", **kw)], seed=5)),
+            Mixture(Recipe(data=[DataSource(path, "mcqa", **kw, **change)], seed=5)))
+
+
+def test_time_jitter_moves_time_options_and_keeps_the_right_one_nearest(synth_dir):
+    from kangaroo.train.recipe import DataSource
+
     path = str(synth_dir / "mcqa.json")
     records = json.load(open(path))
-    plain = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True, reply="text_letter")], seed=5)
-    moved = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True, reply="text_letter", time_jitter_s=0.8)], seed=5)
-    m0, m1 = Mixture(plain), Mixture(moved)
+    m0, m1 = shuffled_pair(path, time_jitter_s=0.8)
     changed = 0
     for i in range(80):
         a, b = m0.draw(i), m1.draw(i)
@@ -159,7 +167,7 @@ def test_time_jitter_moves_time_options_and_keeps_the_right_one_nearest(synth_di
         assert b.messages[-1]["content"] == f"{c1[ans]} ({'ABCDEFGH'[ans]})" and f"(B) {c1[1]}" in b.messages[0]["content"]
         changed += c1 != c0
     assert changed >= 5 and any(r["family"] == "when" for r in records)
-    assert [Mixture(moved).draw(i).mc for i in range(20)] == [m1.draw(i).mc for i in range(20)]  # deterministic
+    assert [shuffled_pair(path, time_jitter_s=0.8)[1].draw(i).mc for i in range(20)] == [m1.draw(i).mc for i in range(20)]  # deterministic
     with pytest.raises(ValueError, match="time_jitter_s: only mcqa"):
         DataSource(path, "openqa", time_jitter_s=0.5)
     with pytest.raises(ValueError, match="time_jitter_s"):
@@ -175,9 +183,7 @@ def test_near_distractors_offer_what_is_on_screen_just_before_or_after(synth_dir
 
     path = str(synth_dir / "mcqa.json")
     objects = {t["video"]: t["objects"] for t in json.load(open(synth_dir / "timelines.json"))}
-    plain = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True, reply="text_letter")], seed=5)
-    near = Recipe(data=[DataSource(path, "mcqa", shuffle_options=True, reply="text_letter", near_distractors=1.0)], seed=5)
-    m0, m1 = Mixture(plain), Mixture(near)
+    m0, m1 = shuffled_pair(path, near_distractors=1.0)
     changed = 0
     for i in range(80):
         a, b = m0.draw(i), m1.draw(i)
@@ -194,7 +200,7 @@ def test_near_distractors_offer_what_is_on_screen_just_before_or_after(synth_dir
         assert b.messages[-1]["content"] == f"{c1[ans]} ({'ABCDEFGH'[ans]})" and f"(B) {c1[1]}" in b.messages[0]["content"]
         changed += c1 != c0
     assert changed >= 3
-    assert [Mixture(near).draw(i).mc for i in range(20)] == [m1.draw(i).mc for i in range(20)]  # deterministic
+    assert [shuffled_pair(path, near_distractors=1.0)[1].draw(i).mc for i in range(20)] == [m1.draw(i).mc for i in range(20)]  # deterministic
     with pytest.raises(ValueError, match="near_distractors: only mcqa"):
         DataSource(path, "openqa", near_distractors=0.5)
     with pytest.raises(ValueError, match="near_distractors"):
